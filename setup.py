@@ -1,0 +1,36 @@
+"""Packaging for the `shufflenet` package (src layout)."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+version: dict = {}
+exec((ROOT / "src" / "shufflenet" / "version.py").read_text(), version)
+
+setup(
+    name="shufflenet-mindspore",
+    version=version["__version__"],
+    description="ShuffleNetV1 (Zhang et al., 2017) for MindSpore on Ascend, GPU and CPU",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    package_data={"shufflenet": ["configs/*.yaml"]},
+    install_requires=[
+        "mindspore==2.10.0",
+        # MindSpore 2.10 breaks under numpy 2 (PyNative ops and GeneratorDataset).
+        "numpy>=1.23,<2",
+        "pyyaml>=6",
+        "pillow>=9",
+        "scikit-learn>=1.2",
+        "matplotlib>=3.6",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.5", "torch==2.13.0", "onnx", "onnxruntime"],
+        "torch": ["torch==2.13.0"],
+        "onnx": ["onnx", "onnxruntime"],
+    },
+    entry_points={"console_scripts": ["shufflenet=shufflenet.cli.main:main"]},
+)

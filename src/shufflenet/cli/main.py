@@ -1,0 +1,27 @@
+"""`shufflenet <command>` (also `python -m shufflenet <command>`)."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: Subcommand -> (module under shufflenet.cli, one-line help).
+COMMANDS = {
+    "summary": ("summary", "print every registered model with parameters and MFLOPs"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+        print("usage: shufflenet <command> [options]\n\ncommands:\n" + "\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0 if argv else 2
+    module = importlib.import_module(f"shufflenet.cli.{COMMANDS[argv[0]][0]}")
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Small helpers with no model knowledge: complexity counting, file safety, logging."""

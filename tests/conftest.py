@@ -1,0 +1,36 @@
+"""Shared test setup: CPU, graph mode (the training mode), and deterministic weight filling."""
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _graph_mode_on_cpu():
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+
+
+def fill_deterministic(net, seed: int = 0) -> None:
+    """Give every parameter (BatchNorm statistics too) reproducible, well-scaled random values.
+
+    Independent of MindSpore's initialisers, so golden outputs pin the architecture alone.
+    """
+    rng = np.random.default_rng(seed)
+    for param in sorted(net.get_parameters(), key=lambda p: p.name):
+        shape = param.shape
+        if param.name.endswith("moving_variance"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif param.name.endswith("gamma"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif len(shape) > 1:
+            fan_in = int(np.prod(shape[1:]))
+            value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        else:
+            value = rng.standard_normal(shape) * 0.1
+        param.set_data(ms.Tensor(value.astype(np.float32)))
+
+
+def image_batch(batch: int = 2, size: int = 32, seed: int = 0) -> ms.Tensor:
+    rng = np.random.default_rng(seed)
+    return ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
