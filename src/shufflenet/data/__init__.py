@@ -1,0 +1,1 @@
+"""Dataset pipelines and the preprocessing table they share with export and inference."""

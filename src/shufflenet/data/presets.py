@@ -1,0 +1,40 @@
+"""Input conventions: the single table of how pixels are turned into network inputs.
+
+Training, evaluation, export sidecars and inference all read their mean, std and channel order
+from here. Means and stds are in 0..255 pixel units, in the channel order the network sees.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bgr: bool = False  # feed channels as B, G, R (Megvii's OpenCV-based pipeline)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _scaled(values: tuple[float, float, float]) -> tuple[float, float, float]:
+    return tuple(round(v * 255, 4) for v in values)
+
+
+PRESETS: dict[str, Preprocessing] = {
+    # ImageNet statistics, as in the model zoo, mindcv and torchvision.
+    "imagenet": Preprocessing(_scaled((0.485, 0.456, 0.406)), _scaled((0.229, 0.224, 0.225))),
+    # The MindSpore ShuffleNet tutorial's CIFAR-10 statistics.
+    "cifar10": Preprocessing(_scaled((0.4914, 0.4822, 0.4465)), _scaled((0.2023, 0.1994, 0.2010))),
+    # Megvii's released weights expect BGR pixels in 0..255 with no normalisation.
+    "megvii": Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), bgr=True),
+    # scikit-learn's digits (grey, replicated to 3 channels): centred on mid-grey.
+    "digits": Preprocessing((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+}
+
+
+def get_preprocessing(name: str) -> Preprocessing:
+    if name not in PRESETS:
+        raise ValueError(f"unknown input convention {name!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[name]
