@@ -6,6 +6,7 @@ and the keys, and never leave a half-written file under the final name.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from mindspore import nn
 #: Keys a classifier may have; `load_weights(..., skip_classifier_mismatch=True)` ignores them
 #: when their shape differs (fine-tuning on a new label set).
 CLASSIFIER_PREFIX = "classifier."
+
+
+#: Checkpoint entry holding a JSON description of the model (see `model_description`).
+META_KEY = "shufflenet_meta"
 
 
 class CheckpointError(ValueError):
@@ -117,3 +122,33 @@ def scalar(params: dict[str, Any], key: str, default: int | float | None = None)
 def _preview(names: list[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def model_description(
+    model: str,
+    num_classes: int,
+    options: dict[str, Any] | None = None,
+    preprocessing: str = "imagenet",
+    class_names: list[str] | None = None,
+    image_size: int = 224,
+) -> dict[str, Any]:
+    """What a checkpoint needs to be rebuilt, exported and used without further flags.
+
+    Stored as JSON under `META_KEY` by training (`save_checkpoint(extra={META_KEY: ...})`) and
+    written as the sidecar of exported files. `preprocessing` names an entry of
+    `shufflenet.data.presets.PRESETS`.
+    """
+    return {
+        "model": model,
+        "num_classes": int(num_classes),
+        "options": dict(options or {}),
+        "preprocessing": preprocessing,
+        "class_names": list(class_names) if class_names else [str(i) for i in range(num_classes)],
+        "image_size": int(image_size),
+    }
+
+
+def read_description(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The `model_description` stored in a checkpoint dict, or None (foreign checkpoints)."""
+    raw = params.get(META_KEY)
+    return json.loads(raw) if isinstance(raw, str) else None
