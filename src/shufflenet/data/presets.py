@@ -13,6 +13,9 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     bgr: bool = False  # feed channels as B, G, R (Megvii's OpenCV-based pipeline)
+    #: Evaluation resizes the shorter side to image_size / eval_crop, then centre-crops
+    #: image_size (0.875: 256 -> 224, the zoo's and mindcv's eval); 1.0 resizes straight.
+    eval_crop: float = 0.875
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -26,11 +29,13 @@ PRESETS: dict[str, Preprocessing] = {
     # ImageNet statistics, as in the model zoo, mindcv and torchvision.
     "imagenet": Preprocessing(_scaled((0.485, 0.456, 0.406)), _scaled((0.229, 0.224, 0.225))),
     # The MindSpore ShuffleNet tutorial's CIFAR-10 statistics.
-    "cifar10": Preprocessing(_scaled((0.4914, 0.4822, 0.4465)), _scaled((0.2023, 0.1994, 0.2010))),
+    "cifar10": Preprocessing(
+        _scaled((0.4914, 0.4822, 0.4465)), _scaled((0.2023, 0.1994, 0.2010)), eval_crop=1.0
+    ),
     # Megvii's released weights expect BGR pixels in 0..255 with no normalisation.
     "megvii": Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), bgr=True),
     # scikit-learn's digits (grey, replicated to 3 channels): centred on mid-grey.
-    "digits": Preprocessing((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+    "digits": Preprocessing((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), eval_crop=1.0),
 }
 
 
@@ -38,3 +43,8 @@ def get_preprocessing(name: str) -> Preprocessing:
     if name not in PRESETS:
         raise ValueError(f"unknown input convention {name!r}; valid: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def eval_resize(image_size: int, preprocessing: Preprocessing) -> int:
+    """Shorter-side length to resize to before the evaluation centre crop."""
+    return int(round(image_size / preprocessing.eval_crop))
