@@ -1,0 +1,16 @@
+"""Export to MINDIR/AIR/ONNX with verification, and import of other lineages' weights."""
+from .exporter import (
+    DYNAMIC_BATCH,
+    FORMATS,
+    ExportVerificationError,
+    export_model,
+    read_sidecar,
+    sidecar_path,
+    verify_export,
+)
+from .loading import describe_checkpoint, infer_model, load_network
+
+__all__ = [
+    "DYNAMIC_BATCH", "FORMATS", "ExportVerificationError", "describe_checkpoint", "export_model",
+    "infer_model", "load_network", "read_sidecar", "sidecar_path", "verify_export",
+]
