@@ -7,6 +7,9 @@ import sys
 #: Subcommand -> (module under shufflenet.cli, one-line help).
 COMMANDS = {
     "summary": ("summary", "print every registered model with parameters and MFLOPs"),
+    "export": ("export", "export a checkpoint to MINDIR, AIR or ONNX, verified, with a sidecar JSON"),
+    "predict": ("predict", "top-5 classes of image files with a .mindir, .onnx or .ckpt"),
+    "convert": ("convert", "import Megvii's PyTorch or the MindSpore zoo's weights as a checkpoint"),
 }
 
 
