@@ -1,0 +1,159 @@
+"""Export: every format reloads and reproduces the checkpoint network; refusals come first."""
+import importlib.util
+import json
+
+import mindspore as ms
+import numpy as np
+import pytest
+from conftest import fill_deterministic
+from mindspore import nn
+
+from shufflenet.cli.export import main as export_main
+from shufflenet.data.presets import get_preprocessing
+from shufflenet.export import ExportVerificationError, export_model, read_sidecar, verify_export
+from shufflenet.export.exporter import probe_batch, run_exported
+from shufflenet.models import create_model
+from shufflenet.utils.checkpoint import META_KEY, model_description, save_checkpoint
+
+MODEL = "shufflenet_v1_g3_x0_5"
+SIZE = 64
+CLASSES = ["cat", "dog", "fox", "owl", "yak"]
+#: Largest |exported - network| relative to the largest logit (observed: ~1e-7 MINDIR, ~1e-6 ONNX).
+RELATIVE = 1e-5
+
+
+def _net(pool_padding: str = "same", seed: int = 0) -> nn.Cell:
+    net = create_model(MODEL, num_classes=len(CLASSES), pool_padding=pool_padding,
+                       classifier_bias=pool_padding == "same")
+    fill_deterministic(net, seed)
+    net.set_train(False)
+    return net
+
+
+def _description(pool_padding: str = "same", preprocessing: str = "imagenet") -> dict:
+    options = {"pool_padding": pool_padding, "classifier_bias": pool_padding == "same"}
+    return model_description(MODEL, len(CLASSES), options, preprocessing, CLASSES, SIZE)
+
+
+def _relative_diff(net: nn.Cell, path, fmt: str, batch: int, preprocessing: str = "imagenet") -> float:
+    inputs = probe_batch(batch, SIZE, get_preprocessing(preprocessing), seed=7)
+    expected = net(ms.Tensor(inputs)).asnumpy()
+    actual = run_exported(path, fmt, inputs)
+    assert actual.shape == expected.shape
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The networks, and their exports in each format, shared by the round-trip tests."""
+    folder = tmp_path_factory.mktemp("exported")
+    nets = {"same": _net("same"), "symmetric": _net("symmetric")}
+    files = {
+        "mindir_fixed": export_model(nets["symmetric"], "MINDIR", folder / "fixed", 3, SIZE,
+                                     _description("symmetric", preprocessing="megvii")),
+        "mindir_dynamic": export_model(nets["symmetric"], "MINDIR", folder / "dynamic.mindir", 0, SIZE,
+                                       _description("symmetric")),
+    }
+    if importlib.util.find_spec("onnxruntime"):
+        for padding, net in nets.items():
+            files[f"onnx_{padding}"] = export_model(net, "ONNX", folder / padding, 2, SIZE,
+                                                    _description(padding))
+    return nets, files
+
+
+def test_mindir_fixed_batch_round_trip(exported):
+    nets, files = exported
+    assert files["mindir_fixed"].name == "fixed.mindir"
+    assert _relative_diff(nets["symmetric"], files["mindir_fixed"], "MINDIR", 3, "megvii") < RELATIVE
+
+
+def test_dynamic_batch_mindir_runs_at_two_batch_sizes(exported):
+    nets, files = exported
+    graph = nn.GraphCell(ms.load(str(files["mindir_dynamic"])))
+    for batch in (1, 4):
+        inputs = probe_batch(batch, SIZE, get_preprocessing("imagenet"), seed=batch)
+        expected = nets["symmetric"](ms.Tensor(inputs)).asnumpy()
+        actual = graph(ms.Tensor(inputs)).asnumpy()
+        assert actual.shape == (batch, len(CLASSES))
+        assert np.abs(actual - expected).max() / np.abs(expected).max() < RELATIVE
+    assert read_sidecar(files["mindir_dynamic"])["input_shape"] == [None, 3, SIZE, SIZE]
+
+
+@pytest.mark.parametrize("pool_padding", ["same", "symmetric"])
+def test_onnx_round_trip(exported, pool_padding):
+    pytest.importorskip("onnxruntime")
+    nets, files = exported
+    path = files[f"onnx_{pool_padding}"]
+    assert _relative_diff(nets[pool_padding], path, "ONNX", 2) < RELATIVE
+    assert read_sidecar(path)["verification"]["runtime"] == "onnxruntime"
+
+
+def test_export_leaves_the_network_as_it_was(exported):
+    net = exported[0]["symmetric"]  # exported to ONNX through the stand-in pools
+    assert not net.training
+    assert type(net.maxpool) is nn.MaxPool2d
+    assert all(type(block.branch_proj) is nn.AvgPool2d for block in net.features if block.stride == 2)
+
+
+def test_air_is_refused_off_ascend_before_any_work(tmp_path, capsys):
+    with pytest.raises(ValueError, match="AIR export needs the Ascend backend"):
+        export_model(_net(), "AIR", tmp_path / "net", 1, SIZE, _description())
+    # The checkpoint does not even exist: the format is refused before it is read.
+    code = export_main(["--ckpt", str(tmp_path / "missing.ckpt"), "--format", "AIR"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "Ascend" in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--format", "ONNX", "--batch-size", "dynamic"], "dynamic batch"),
+    (["--image-size", "16"], "at least 32"),
+    (["--format", "MINDIR", "--batch-size", "-2"], "batch-size"),
+])
+def test_bad_requests_are_one_line_errors(tmp_path, capsys, args, message):
+    assert export_main(["--ckpt", str(tmp_path / "missing.ckpt"), *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_sidecar_records_model_input_preprocessing_and_classes(exported):
+    path = exported[1]["mindir_fixed"]
+    sidecar = json.loads(path.with_name("fixed.mindir.json").read_text())
+    assert sidecar["file"] == path.name and sidecar["format"] == "MINDIR"
+    assert sidecar["model"] == MODEL and sidecar["num_classes"] == len(CLASSES)
+    assert sidecar["options"] == {"pool_padding": "symmetric", "classifier_bias": False}
+    assert sidecar["input_shape"] == [3, 3, SIZE, SIZE] and sidecar["image_size"] == SIZE
+    assert sidecar["class_names"] == CLASSES
+    pre = sidecar["preprocessing"]
+    assert pre["name"] == "megvii" and pre["bgr"] is True and pre["channel_order"] == "BGR"
+    assert pre["mean"] == [0.0, 0.0, 0.0] and pre["std"] == [1.0, 1.0, 1.0]
+    assert sidecar["verification"]["verified"] is True
+    assert sidecar["verification"]["max_relative_diff"] < RELATIVE
+
+
+def test_verification_fails_loudly_on_a_different_network(exported):
+    with pytest.raises(ExportVerificationError, match="differs from the network"):
+        verify_export(_net("symmetric", seed=1), exported[1]["mindir_fixed"], "MINDIR", (3,), SIZE,
+                      get_preprocessing("megvii"))
+
+
+def test_cli_exports_a_checkpoint_using_its_description(tmp_path, capsys):
+    net = _net("symmetric")
+    ckpt = save_checkpoint(net, tmp_path / "run.ckpt",
+                           extra={META_KEY: json.dumps(_description("symmetric", "megvii"))})
+    assert export_main(["--ckpt", str(ckpt), "--batch-size", "2",
+                        "--file-name", str(tmp_path / "out" / "model")]) == 0
+    assert "verified" in capsys.readouterr().out
+    sidecar = read_sidecar(tmp_path / "out" / "model.mindir")
+    assert sidecar["preprocessing"]["name"] == "megvii" and sidecar["image_size"] == SIZE
+    assert sidecar["class_names"] == CLASSES
+
+
+def test_cli_exports_a_foreign_checkpoint_recognised_from_its_shapes(tmp_path):
+    net = _net("same")
+    ckpt = tmp_path / "zoo.ckpt"
+    ms.save_checkpoint(net, str(ckpt), append_dict={"global_step": 10, "learning_rate": 0.5})
+    assert export_main(["--ckpt", str(ckpt), "--image-size", str(SIZE)]) == 0
+    sidecar = read_sidecar(tmp_path / "zoo.mindir")
+    assert sidecar["model"] == MODEL and sidecar["preprocessing"]["name"] == "imagenet"
+    assert sidecar["options"]["classifier_bias"] is True
