@@ -89,7 +89,7 @@ def test_onnx_round_trip(exported, pool_padding):
 
 
 def test_export_leaves_the_network_as_it_was(exported):
-    net = exported[0]["symmetric"]  # exported to ONNX through the stand-in pools
+    net = exported[0]["symmetric"]  # exported through the stand-in pools
     assert not net.training
     assert type(net.maxpool) is nn.MaxPool2d
     assert all(type(block.branch_proj) is nn.AvgPool2d for block in net.features if block.stride == 2)

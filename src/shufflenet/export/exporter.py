@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from mindspore import Tensor, nn
 from ..data.presets import Preprocessing, eval_resize, get_preprocessing
 from ..utils.checkpoint import load_weights, model_description
 from .loading import build_network, model_for_channels
-from .onnx_compat import onnx_compatible_pools
+from .portable_pools import portable_pools
 
 FORMATS = ("MINDIR", "AIR", "ONNX")
 EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
@@ -180,25 +181,24 @@ def export_model(
     shape = [None if batch_size == DYNAMIC_BATCH else batch_size, 3, image_size, image_size]
     spec = Tensor(shape=shape, dtype=ms.float32) if batch_size == DYNAMIC_BATCH else Tensor(
         np.zeros(shape, np.float32))
-    stem = str(path)[: -len(EXTENSIONS[fmt])]
-    with onnx_compatible_pools(graph):
-        ms.export(graph, spec, file_name=stem, file_format=fmt)
-        if fmt == "AIR":
-            ms.export(graph, spec, file_name=stem, file_format="MINDIR")
-
-    was_training = net.training
-    net.set_train(False)
-    try:
-        checked, checked_fmt = (Path(stem + ".mindir"), "MINDIR") if fmt == "AIR" else (path, fmt)
-        batches = DYNAMIC_PROBE_BATCHES if batch_size == DYNAMIC_BATCH else (batch_size,)
-        verification = verify_export(net, checked, checked_fmt, batches, image_size, preprocessing, tolerance)
-    except ExportVerificationError:
-        path.unlink(missing_ok=True)
-        raise
-    finally:
-        net.set_train(was_training)
-        if fmt == "AIR":
-            Path(stem + ".mindir").unlink(missing_ok=True)
+    batches = DYNAMIC_PROBE_BATCHES if batch_size == DYNAMIC_BATCH else (batch_size,)
+    with tempfile.TemporaryDirectory() as scratch:
+        checked, checked_fmt = path, fmt
+        with portable_pools(graph):
+            ms.export(graph, spec, file_name=str(path)[: -len(EXTENSIONS[fmt])], file_format=fmt)
+            if fmt == "AIR":  # MindSpore cannot load AIR: check a MINDIR of the same graph instead
+                checked, checked_fmt = Path(scratch) / "twin.mindir", "MINDIR"
+                ms.export(graph, spec, file_name=str(checked)[: -len(".mindir")], file_format="MINDIR")
+        was_training = net.training
+        net.set_train(False)
+        try:
+            verification = verify_export(net, checked, checked_fmt, batches, image_size, preprocessing,
+                                         tolerance)
+        except ExportVerificationError:
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            net.set_train(was_training)
     write_sidecar(path, export_sidecar(description, fmt, path, shape, verification))
     return path
 

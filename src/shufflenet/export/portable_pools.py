@@ -47,7 +47,7 @@ def symmetric_pool_standins(
 
 
 @contextlib.contextmanager
-def onnx_compatible_pools(net: nn.Cell) -> Iterator[nn.Cell]:
+def portable_pools(net: nn.Cell) -> Iterator[nn.Cell]:
     """Within the block, a `ShuffleNetV1` with symmetric pools uses the stand-ins above.
 
     Networks with 'same' pools (which convert as they are) and other networks are untouched.
