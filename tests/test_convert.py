@@ -27,8 +27,8 @@ def _megvii_model(groups: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
-            if name.endswith(("running_var", "bn.weight")) or (tensor.ndim == 1 and name.endswith("weight")):
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
+            if name.endswith("running_var") or (tensor.ndim == 1 and name.endswith("weight")):
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)  # variances, BN scales
             elif tensor.is_floating_point():
                 scale = (2.0 / tensor[0].numel()) ** 0.5 if tensor.ndim > 1 else 0.1
                 tensor.copy_(torch.randn(tensor.shape, generator=gen) * scale)
