@@ -34,3 +34,27 @@ def fill_deterministic(net, seed: int = 0) -> None:
 def image_batch(batch: int = 2, size: int = 32, seed: int = 0) -> ms.Tensor:
     rng = np.random.default_rng(seed)
     return ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
+
+
+def make_image_folder(root, classes=("cat", "dog", "fox"), train=6, val=3, size=40, seed=0):
+    """An ImageNet-style `root/{train,val}/<class>/*.{jpg,png}` tree of small random images.
+
+    Each class has its own mean colour, so a network can tell them apart.
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for split, count in (("train", train), ("val", val)):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                base = np.zeros(3)
+                base[label % 3] = 200
+                pixels = np.clip(base + rng.normal(0, 30, (size, size + 8, 3)), 0, 255)
+                ext = "png" if i % 2 else "jpg"
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{name}_{i}.{ext}")
+    return root
