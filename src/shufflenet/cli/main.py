@@ -7,6 +7,8 @@ import sys
 #: Subcommand -> (module under shufflenet.cli, one-line help).
 COMMANDS = {
     "summary": ("summary", "print every registered model with parameters and MFLOPs"),
+    "train": ("train", "train a model (no arguments: the CPU demo on the bundled digits)"),
+    "eval": ("eval", "top-1, top-5 and loss of a .ckpt or .mindir on a validation set"),
     "export": ("export", "export a checkpoint to MINDIR, AIR or ONNX, verified, with a sidecar JSON"),
     "predict": ("predict", "top-5 classes of image files with a .mindir, .onnx or .ckpt"),
     "convert": ("convert", "import Megvii's PyTorch or the MindSpore zoo's weights as a checkpoint"),

@@ -1,0 +1,1 @@
+"""Training and evaluation: configuration, schedule, optimizer, loops and checkpoints."""

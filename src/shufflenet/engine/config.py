@@ -1,0 +1,169 @@
+"""Run configuration: one dataclass declares every key, its default, type and help.
+
+Precedence: dataclass defaults < the recipe YAML (`--config`) < command-line flags. Unknown YAML
+keys are an error, and the resolved configuration is written next to the outputs. The flags are
+generated from the dataclass, so a new key needs to be declared only once.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, get_type_hints
+
+import yaml
+
+DEFAULT_RECIPE = "digits_cpu"
+
+
+@dataclass
+class Config:
+    # model
+    model: str = field(default="shufflenet_v1_g3_x0_5", metadata={"help": "registered model name"})
+    pool_padding: str = field(default="same", metadata={"help": "same | symmetric"})
+    classifier_bias: bool = field(default=True, metadata={"help": "Dense classifier with bias"})
+    group_conv: str = field(default="auto", metadata={"help": "auto | split | native"})
+    pretrained: Optional[str] = field(
+        default=None, metadata={"help": "checkpoint to start from (a differing classifier is reset)"})
+    # data
+    dataset: str = field(default="auto", metadata={"help": "auto | imagenet | cifar10 | digits"})
+    data_path: Optional[str] = field(
+        default=None, metadata={"help": "dataset folder; none: scikit-learn's bundled digits"})
+    image_size: Optional[int] = field(default=None, metadata={"help": "input side (dataset default)"})
+    preprocessing: Optional[str] = field(
+        default=None, metadata={"help": "input convention: imagenet | cifar10 | megvii | digits"})
+    num_workers: int = field(default=2, metadata={"help": "pipeline workers per device"})
+    skip_bad_images: bool = field(
+        default=False, metadata={"help": "skip undecodable images and report them instead of stopping"})
+    # optimisation
+    epochs: int = field(default=10, metadata={"help": "training epochs"})
+    batch_size: int = field(default=32, metadata={"help": "batch size per device"})
+    lr: float = field(default=0.1, metadata={"help": "peak learning rate, for the global batch"})
+    min_lr: float = field(default=0.0, metadata={"help": "learning rate at the end of the cosine"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up epochs"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(
+        default=4e-5, metadata={"help": "L2 on conv and dense weights (never BatchNorm or bias)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
+    loss_scale: float = field(default=1.0, metadata={"help": "fixed loss scale (1: none)"})
+    amp_level: str = field(
+        default="auto", metadata={"help": "O0-O3, or auto: O3 on Ascend, O2 on GPU, O0 (fp32) on CPU"})
+    # run
+    device_target: str = field(default="CPU", metadata={"help": "CPU | GPU | Ascend"})
+    distributed: bool = field(default=False, metadata={"help": "data-parallel over all launched ranks"})
+    seed: int = field(default=0, metadata={"help": "seed of weights, shuffling and augmentation"})
+    output_dir: str = field(default="outputs/run", metadata={"help": "where everything is written"})
+    resume: Optional[str] = field(
+        default=None, metadata={"help": "checkpoint to continue from, or 'auto': newest in output_dir"})
+    eval_interval: int = field(default=1, metadata={"help": "evaluate every N epochs (0: only at end)"})
+    keep_checkpoints: int = field(default=3, metadata={"help": "epoch checkpoints kept (newest)"})
+    log_interval: int = field(default=20, metadata={"help": "steps between progress lines"})
+    export: bool = field(default=True, metadata={"help": "export a MINDIR of the final model"})
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A packaged recipe name (`digits_cpu`) or a path to a YAML file."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist")
+        return path
+    packaged = resources.files("shufflenet") / "configs" / f"{name_or_path}.yaml"
+    if not packaged.is_file():
+        raise ValueError(
+            f"unknown recipe {name_or_path!r}; packaged recipes: {', '.join(list_recipes())}, "
+            "or pass a path to a YAML file"
+        )
+    return Path(str(packaged))
+
+
+def list_recipes() -> list[str]:
+    folder = resources.files("shufflenet") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must be a mapping of keys to values")
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"config file {path} has unknown key(s) {unknown}; valid keys: {sorted(known)}")
+    return values
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """`--config` plus one flag per Config field, all defaulting to "not given"."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", default=DEFAULT_RECIPE,
+                        help=f"packaged recipe ({', '.join(list_recipes())}) or YAML path")
+    hints = get_type_hints(Config)
+    for f in fields(Config):
+        kind = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=f.metadata.get("help"))
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
+                                help=f"{f.metadata.get('help')} (default {f.default})")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """Defaults, then the recipe, then the flags that were given; values are checked."""
+    values = load_yaml(recipe_path(args.config))
+    values.update({k: v for k, v in vars(args).items() if k != "config"})
+    hints = get_type_hints(Config)
+    for key, value in values.items():
+        values[key] = _coerce(key, value, _base_type(hints[key]))
+    config = Config(**values)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    positive = ("epochs", "batch_size", "keep_checkpoints", "log_interval")
+    for key in positive:
+        if getattr(config, key) < 1:
+            raise ValueError(f"{key} must be at least 1, got {getattr(config, key)}")
+    if config.lr <= 0 or config.min_lr < 0 or config.min_lr > config.lr:
+        raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={config.lr} min_lr={config.min_lr}")
+    if not 0 <= config.warmup_epochs <= config.epochs:
+        raise ValueError(f"warmup_epochs must be in [0, epochs], got {config.warmup_epochs}")
+    if not 0 <= config.label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.loss_scale < 1:
+        raise ValueError(f"loss_scale must be at least 1, got {config.loss_scale}")
+    if config.amp_level not in ("auto", "O0", "O1", "O2", "O3"):
+        raise ValueError(f"amp_level must be auto, O0, O1, O2 or O3, got {config.amp_level!r}")
+    if config.device_target not in ("CPU", "GPU", "Ascend"):
+        raise ValueError(f"device_target must be CPU, GPU or Ascend, got {config.device_target!r}")
+    if config.eval_interval < 0:
+        raise ValueError(f"eval_interval must be >= 0, got {config.eval_interval}")
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def _base_type(hint: Any) -> type:
+    args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if value is None:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"config key {key!r} must be {kind.__name__}, got {value!r}")
+    return value
