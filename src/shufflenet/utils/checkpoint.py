@@ -39,7 +39,10 @@ def save_checkpoint(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if path.suffix != ".ckpt":
+        raise CheckpointError(f"checkpoint file names must end in .ckpt, got {path}")
+    # MindSpore appends ".ckpt" to any other name, so the temporary name keeps the suffix.
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.ckpt")
     try:
         ms.save_checkpoint(params, str(tmp), crc_check=True, append_dict=dict(extra or {}))
         read_checkpoint(tmp)
