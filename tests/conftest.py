@@ -8,7 +8,8 @@ import pytest
 
 @pytest.fixture(autouse=True, scope="session")
 def _graph_mode_on_cpu():
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
 
 
 def fill_deterministic(net, seed: int = 0) -> None:

@@ -89,6 +89,9 @@ def open_source(
         raise DataError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
     kind = infer_kind(data_path) if dataset == "auto" else dataset
     if kind == "digits":
+        if data_path is not None:
+            raise DataError(f"the bundled digits take no --data-path (got {data_path}); "
+                            "pass --dataset auto, imagenet or cifar10 to read it")
         return load_digits(split)
     if data_path is None:
         raise DataError(f"dataset {kind!r} needs --data-path")

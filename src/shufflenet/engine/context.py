@@ -9,7 +9,8 @@ from .trainer import Ranks
 def setup_context(device_target: str, distributed: bool = False) -> Ranks:
     """Graph mode (PyNative is 4-7x slower on CPU); `init()` and DATA_PARALLEL with averaged
     gradients when distributed. Call once per process, from a command's `main`."""
-    ms.set_context(mode=ms.GRAPH_MODE, device_target=device_target)
+    ms.set_device(device_target)
+    ms.set_context(mode=ms.GRAPH_MODE)
     if not distributed:
         return Ranks()
     from mindspore.communication import get_group_size, get_rank, init

@@ -1,0 +1,133 @@
+"""Training pieces: schedule, weight decay, config layering, checkpoints, a few real steps."""
+import argparse
+import math
+
+import mindspore as ms
+import numpy as np
+import pytest
+from conftest import fill_deterministic
+from mindspore import nn
+
+import shufflenet
+from shufflenet.data import create_dataset, open_source
+from shufflenet.engine.config import build_parser, list_recipes, load_yaml, recipe_path, resolve_config
+from shufflenet.engine.optim import build_optimizer, split_decay_params
+from shufflenet.engine.schedule import warmup_cosine_lr
+from shufflenet.utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+
+
+def test_lr_schedule_against_hand_computed_values():
+    lrs = warmup_cosine_lr(0.5, 0.0, epochs=10, steps_per_epoch=4, warmup_epochs=2)
+    assert len(lrs) == 40 and lrs.dtype == np.float32
+    assert lrs[0] == pytest.approx(0.5 / 8)  # warm-up starts at base / warm-up steps
+    assert lrs[7] == pytest.approx(0.5)  # and peaks on its last step
+    assert lrs[8] == pytest.approx(0.5)  # cosine starts at the peak
+    assert lrs[8 + 16] == pytest.approx(0.25)  # half-way through the cosine
+    assert lrs[-1] == pytest.approx(0.25 * (1 + math.cos(math.pi * 31 / 32)))
+    assert np.all(np.diff(lrs[8:]) < 0)
+    floor = warmup_cosine_lr(0.05, 0.0005, epochs=3, steps_per_epoch=5)
+    assert floor[0] == pytest.approx(0.05) and floor.min() > 0.0005
+
+
+def test_weight_decay_skips_batchnorm_and_bias():
+    net = shufflenet.create_model("shufflenet_v1_g3_x0_5", num_classes=10)
+    decay, no_decay = split_decay_params(net)
+    assert all(p.name.endswith("weight") and len(p.shape) > 1 for p in decay)
+    names = {p.name for p in no_decay}
+    assert "classifier.bias" in names and "first_conv.1.gamma" in names and "first_conv.1.beta" in names
+    assert not any(n.endswith("weight") for n in names)
+    assert len(decay) + len(no_decay) == len(net.trainable_params())
+    opt = build_optimizer(net, np.full(10, 0.1, np.float32), 0.9, 4e-5)
+    decays = dict(zip([p.name for p in opt.parameters], opt.decay_flags))
+    assert decays["classifier.weight"] and not decays["classifier.bias"]
+    assert not decays["features.0.branch_main_1.1.gamma"]
+
+
+def test_a_few_steps_on_one_batch_lower_the_loss():
+    ms.set_seed(0)
+    source = open_source("digits", None, "train")
+    images, labels = next(create_dataset(source, True, 32)[0].create_tuple_iterator(num_epochs=1))
+    net = shufflenet.create_model("shufflenet_v1_g3_x0_25", num_classes=10)
+    optimizer = build_optimizer(net, np.full(20, 0.005, np.float32), 0.9, 4e-5)
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), optimizer)
+    step.set_train(True)
+    losses = [float(step(images, labels).asnumpy()) for _ in range(15)]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def _args(argv):
+    return build_parser("train.py", "").parse_args(argv)
+
+
+def test_config_precedence_defaults_recipe_flags(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 7\nlr: 0.3\nbatch_size: 16\n")
+    config = resolve_config(_args(["--config", str(recipe), "--lr", "0.2", "--no-export"]))
+    assert (config.epochs, config.lr, config.batch_size, config.export) == (7, 0.2, 16, False)
+    assert config.momentum == 0.9  # dataclass default
+    default = resolve_config(_args([]))
+    assert default.dataset == "digits" and default.model == "shufflenet_v1_g3_x0_5"
+
+
+def test_config_errors_name_the_key(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 7\nlearning_rate: 0.3\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rate'\]"):
+        resolve_config(_args(["--config", str(recipe)]))
+    recipe.write_text("epochs: seven\n")
+    with pytest.raises(ValueError, match="'epochs' must be int"):
+        resolve_config(_args(["--config", str(recipe)]))
+    with pytest.raises(ValueError, match="unknown recipe 'imagenet'"):
+        recipe_path("imagenet")
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        resolve_config(_args(["--warmup-epochs", "50", "--epochs", "3"]))
+
+
+def test_every_packaged_recipe_resolves():
+    assert {"digits_cpu", "cifar10", "imagenet_ascend", "imagenet_gpu"} <= set(list_recipes())
+    for name in list_recipes():
+        load_yaml(recipe_path(name))
+        config = resolve_config(argparse.Namespace(config=name))
+        assert config.model in shufflenet.list_models()
+    zoo = resolve_config(argparse.Namespace(config="imagenet_ascend"))
+    assert (zoo.model, zoo.epochs, zoo.batch_size, zoo.lr, zoo.warmup_epochs, zoo.loss_scale,
+            zoo.label_smoothing, zoo.amp_level) == ("shufflenet_v1_g3_x2_0", 250, 128, 0.5, 4, 1024,
+                                                   0.1, "O3")
+
+
+def test_checkpoints_are_atomic_verified_and_strict(tmp_path):
+    net = shufflenet.create_model("shufflenet_v1_g3_x0_25", num_classes=10)
+    fill_deterministic(net)
+    path = save_checkpoint(net, tmp_path / "a.ckpt", {"epoch": 3})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ckpt"]  # no temporary left
+    other = shufflenet.create_model("shufflenet_v1_g3_x0_25", num_classes=10)
+    load_weights(other, path)
+    for a, b in zip(net.get_parameters(), other.get_parameters()):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
+
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    (tmp_path / "bad.ckpt").write_bytes(bytes(damaged))
+    with pytest.raises(CheckpointError, match="bad.ckpt is damaged or not a MindSpore checkpoint"):
+        read_checkpoint(tmp_path / "bad.ckpt")
+    (tmp_path / "short.ckpt").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="short.ckpt is damaged"):
+        read_checkpoint(tmp_path / "short.ckpt")
+
+    bigger = shufflenet.create_model("shufflenet_v1_g3_x0_5", num_classes=10)
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_weights(bigger, path)
+    params = read_checkpoint(path)
+    del params["first_conv.0.weight"]
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): first_conv.0.weight"):
+        load_weights(other, params)
+
+
+def test_pretrained_loading_resets_only_a_differently_sized_classifier(tmp_path):
+    net = shufflenet.create_model("shufflenet_v1_g3_x0_25", num_classes=1000)
+    fill_deterministic(net)
+    path = save_checkpoint(net, tmp_path / "imagenet.ckpt")
+    fine = shufflenet.create_model("shufflenet_v1_g3_x0_25", num_classes=10)
+    reset = load_weights(fine, path, skip_classifier_mismatch=True)
+    assert reset == ["classifier.weight", "classifier.bias"]
+    np.testing.assert_array_equal(fine.first_conv[0].weight.asnumpy(), net.first_conv[0].weight.asnumpy())

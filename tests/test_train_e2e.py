@@ -1,0 +1,95 @@
+"""train.py and eval.py as a user runs them: in subprocesses, on tiny generated data."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_image_folder
+
+from shufflenet.utils.checkpoint import read_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--model", "shufflenet_v1_g3_x0_25", "--image-size", "32", "--batch-size", "6",
+        "--lr", "0.01", "--num-workers", "1", "--log-interval", "5"]
+
+
+def run(script, *args, timeout=600):
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data"), train=30, val=7)
+
+
+def weights(path):
+    return {k: v.asnumpy() for k, v in read_checkpoint(path).items() if hasattr(v, "asnumpy")}
+
+
+def test_train_evaluate_and_export_end_to_end(data, tmp_path):
+    out = tmp_path / "run"
+    result = run("train.py", *TINY, "--data-path", data, "--epochs", "1", "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("final.ckpt", "best.ckpt", "model.mindir", "model.mindir.json", "metrics.csv",
+                 "curves.png", "eval.json", "config.yaml", "checkpoints/epoch-0001.ckpt"):
+        assert (out / name).is_file(), name
+    assert "val top-1" in result.stdout and "21 samples" in result.stdout
+
+    from_ckpt = run("eval.py", "--ckpt", out / "final.ckpt", "--data-path", data)
+    assert from_ckpt.returncode == 0, from_ckpt.stderr[-3000:]
+    from_mindir = run("eval.py", "--mindir", out / "model.mindir", "--data-path", data,
+                      "--batch-size", "4")
+    assert from_mindir.returncode == 0, from_mindir.stderr[-3000:]
+    line_ckpt = from_ckpt.stdout.strip().splitlines()[-1]
+    line_mindir = from_mindir.stdout.strip().splitlines()[-1]
+    assert "on 21 imagenet images" in line_ckpt
+    assert line_ckpt.split("top-1")[1][:7] == line_mindir.split("top-1")[1][:7]
+
+
+def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
+    args = [*TINY, "--data-path", data, "--epochs", "3", "--eval-interval", "0", "--no-export"]
+    straight = run("train.py", *args, "--output-dir", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, args), "--output-dir",
+                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "epoch-0001.ckpt").exists() and proc.poll() is None:
+        assert time.time() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "final.ckpt").exists(), "the run finished before it could be killed"
+
+    resumed = run("train.py", *args, "--output-dir", out, "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    expected, got = weights(tmp_path / "straight" / "final.ckpt"), weights(out / "final.ckpt")
+    assert expected.keys() == got.keys()
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    leftovers = [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_bad_inputs_stop_before_training_with_one_line(data, tmp_path):
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(b"\x00garbage" * 100)
+    cases = [
+        (["--resume", damaged], "damaged.ckpt is damaged or not a MindSpore checkpoint"),
+        (["--data-path", tmp_path / "missing"], "does not exist; check --data-path"),
+        (["--model", "shufflenet_v1_g5_x1_0"], "unknown model 'shufflenet_v1_g5_x1_0'"),
+        (["--config", "imagenet"], "unknown recipe 'imagenet'"),
+    ]
+    for extra, message in cases:
+        result = run("train.py", *TINY, "--data-path", data, "--output-dir", tmp_path / "o", *extra)
+        assert result.returncode == 1
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
