@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Export a checkpoint for deployment, verified against the checkpoint network.
+# Usage: bash scripts/run_export.sh CKPT [FORMAT] [BATCH_SIZE] [FILE_NAME]
 #
-#   bash scripts/run_export.sh CKPT [FORMAT] [BATCH_SIZE] [FILE_NAME]
+# Export a checkpoint for deployment, verified against the checkpoint network.
 #
 # FORMAT: MINDIR (default), ONNX, or AIR (Ascend only). BATCH_SIZE: a fixed batch (default 1),
 # or 0 / dynamic for a MINDIR that takes any batch. FILE_NAME defaults to the checkpoint path
@@ -10,7 +10,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
     exit 2
 }
 

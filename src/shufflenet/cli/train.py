@@ -5,6 +5,7 @@ import sys
 
 from ..engine.config import build_parser, resolve_config
 from ..engine.context import setup_context
+from ..engine.modelarts import modelarts_session
 from ..engine.trainer import train
 
 
@@ -14,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = resolve_config(args)
         ranks = setup_context(config.device_target, config.distributed)
-        train(config, ranks)
+        with modelarts_session(config, ranks.rank, ranks.local) as local_config:
+            train(local_config, ranks)
     except (ValueError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

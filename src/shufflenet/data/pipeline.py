@@ -82,6 +82,7 @@ def create_dataset(
     epoch: int = 0,
     seed: int = 0,
     num_workers: int = 2,
+    augment: bool | None = None,
 ) -> tuple[ds.Dataset, DatasetInfo]:
     """A batched pipeline over one shard of `source` for one epoch.
 
@@ -89,6 +90,7 @@ def create_dataset(
     augmentation RNG from the same pair, so epoch k reads and augments the same images whether
     the run started at epoch 0 or resumed at k; it drops the last partial batch. Evaluation
     reads every sample of its shard once, in order, keeping the last partial batch.
+    `augment=False` trains on the evaluation transforms (default: augment when training).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -112,7 +114,8 @@ def create_dataset(
     )
     if decodes_files and source.skip_bad_images:
         data = data.filter(lambda image, label: label >= 0, ["image", "label"])
-    data = data.map(build_transforms(source.kind, preset, image_size, training), "image",
+    augment = training if augment is None else augment
+    data = data.map(build_transforms(source.kind, preset, image_size, augment), "image",
                     num_parallel_workers=num_workers)
     data = data.batch(batch_size, drop_remainder=training)
     steps = len(order) // batch_size if training else -(-len(order) // batch_size)

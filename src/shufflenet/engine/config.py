@@ -35,6 +35,7 @@ class Config:
     preprocessing: Optional[str] = field(
         default=None, metadata={"help": "input convention: imagenet | cifar10 | megvii | digits"})
     num_workers: int = field(default=2, metadata={"help": "pipeline workers per device"})
+    augment: bool = field(default=True, metadata={"help": "random crops, flips and colour jitter"})
     skip_bad_images: bool = field(
         default=False, metadata={"help": "skip undecodable images and report them instead of stopping"})
     # optimisation
@@ -61,6 +62,16 @@ class Config:
     keep_checkpoints: int = field(default=3, metadata={"help": "epoch checkpoints kept (newest)"})
     log_interval: int = field(default=20, metadata={"help": "steps between progress lines"})
     export: bool = field(default=True, metadata={"help": "export a MINDIR of the final model"})
+    # Huawei ModelArts (as in the model zoo)
+    enable_modelarts: bool = field(
+        default=False, metadata={"help": "copy inputs from OBS to cache_dir and outputs back"})
+    data_url: Optional[str] = field(default=None, metadata={"help": "OBS dataset folder"})
+    train_url: Optional[str] = field(default=None, metadata={"help": "OBS folder for the outputs"})
+    checkpoint_url: Optional[str] = field(
+        default=None, metadata={"help": "OBS checkpoint to start from (as --pretrained)"})
+    cache_dir: str = field(default="/cache", metadata={"help": "local copy of the OBS inputs"})
+    sync_timeout: float = field(
+        default=3600.0, metadata={"help": "seconds a rank waits for its node's input copy"})
 
 
 def recipe_path(name_or_path: str) -> Path:

@@ -13,10 +13,10 @@ def setup_context(device_target: str, distributed: bool = False) -> Ranks:
     ms.set_context(mode=ms.GRAPH_MODE)
     if not distributed:
         return Ranks()
-    from mindspore.communication import get_group_size, get_rank, init
+    from mindspore.communication import get_group_size, get_local_rank, get_rank, init
 
     init()
     size = get_group_size()
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                  device_num=size)
-    return Ranks(get_rank(), size)
+    return Ranks(get_rank(), size, get_local_rank())

@@ -7,6 +7,7 @@ rank 0 only; the other ranks train and evaluate their shard.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import sys
@@ -45,6 +46,7 @@ AMP_BY_DEVICE = {"CPU": "O0", "GPU": "O2", "Ascend": "O3"}
 class Ranks:
     rank: int = 0
     size: int = 1
+    local: int = 0  # rank within the node
 
     @property
     def is_main(self) -> bool:
@@ -131,7 +133,8 @@ def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | N
     def epoch_data(epoch: int, training: bool):
         return create_dataset(
             train_src if training else val_src, training, config.batch_size, config.image_size,
-            config.preprocessing, ranks.size, ranks.rank, epoch, config.seed, config.num_workers)
+            config.preprocessing, ranks.size, ranks.rank, epoch, config.seed, config.num_workers,
+            augment=config.augment and training)
 
     _, info = epoch_data(0, True)
     description = model_description(config.model, num_classes, model_options(config),
@@ -193,9 +196,24 @@ def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | N
             best_top1 = _save_epoch(train_net, net, config, epoch + 1, description, row, best_top1)
             _append_csv(metrics_file, row)
 
+    if ranks.size > 1:  # every rank, so its log shows that the replicas agree
+        print(f"rank {ranks.rank}: trained weights sha256 {weights_fingerprint(net)}", flush=True)
     if ranks.is_main:
         return _finish(net, config, description, final, metrics_file, log)
     return final
+
+
+def weights_fingerprint(net: nn.Cell) -> str:
+    """SHA-256 of the trainable parameters in name order.
+
+    BatchNorm running statistics are left out: each rank averages its own shard's batches
+    (no synchronised BatchNorm), so only rank 0's are saved.
+    """
+    digest = hashlib.sha256()
+    for param in sorted(net.trainable_params(), key=lambda p: p.name):
+        digest.update(param.name.encode())
+        digest.update(np.ascontiguousarray(param.asnumpy()).tobytes())
+    return digest.hexdigest()
 
 
 def _restore(train_net: nn.Cell, params: dict, path: Path, config: Config) -> tuple[int, float]:

@@ -1,0 +1,160 @@
+"""Data parallelism through scripts/run_distribute_train.sh: real msrun workers on CPU."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+from conftest import make_image_folder
+from mindspore import nn
+
+import shufflenet
+from shufflenet.data import create_dataset, open_source
+from shufflenet.engine.optim import build_optimizer
+from shufflenet.engine.schedule import warmup_cosine_lr
+from shufflenet.utils.checkpoint import read_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+MODEL, BATCH, EPOCHS, LR, SEED = "shufflenet_v1_g3_x0_25", 6, 2, 0.01, 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(data, out, logs, epochs=EPOCHS, extra=()):
+    command = ["bash", str(SCRIPTS / "run_distribute_train.sh"), "--log_dir", str(logs),
+               "--master_port", str(free_port()), "--timeout", "60", "2", str(data), "digits_cpu",
+               "--", "--model", MODEL, "--image-size", "32", "--batch-size", str(BATCH),
+               "--epochs", str(epochs), "--lr", str(LR), "--warmup-epochs", "0", "--num-workers", "1",
+               "--no-augment", "--no-export", "--output-dir", str(out), *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data"), train=30, val=7)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """12 training images: one step of 2 x 6 per epoch. Longer runs would compare chaos: at
+    this size the first layers' updates amplify float rounding (all-reduce order) step by step."""
+    return make_image_folder(tmp_path_factory.mktemp("small"), train=4, val=7)
+
+
+def reference_weights(data):
+    """The data-parallel update computed in one process: the mean of both shards' gradients.
+
+    Each rank normalises with its own shard's BatchNorm statistics, so this, not a plain run
+    at the global batch, is what two ranks must reproduce.
+    """
+    ms.set_seed(SEED)
+    source = open_source("imagenet", str(data), "train")
+    net = shufflenet.create_model(MODEL, num_classes=3)
+    initial = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    steps = create_dataset(source, True, BATCH, 32, num_shards=2, shard_id=0)[1].steps
+    optimizer = build_optimizer(net, warmup_cosine_lr(LR, 0.0, EPOCHS, steps), 0.9, 4e-5)
+    grad_fn = ms.value_and_grad(nn.WithLossCell(net, nn.CrossEntropyLoss()), None, optimizer.parameters)
+    net.set_train(True)
+    for epoch in range(EPOCHS):
+        shards = [create_dataset(source, True, BATCH, 32, num_shards=2, shard_id=k, epoch=epoch,
+                                 seed=SEED, num_workers=1, augment=False)[0] for k in range(2)]
+        for (x0, y0), (x1, y1) in zip(*(s.create_tuple_iterator(num_epochs=1) for s in shards)):
+            (_, g0), (_, g1) = grad_fn(x0, y0), grad_fn(x1, y1)
+            optimizer(tuple((a + b) / 2 for a, b in zip(g0, g1)))
+    return initial, {p.name: p.asnumpy() for p in net.trainable_params()}
+
+
+def test_two_workers_agree_with_each_other_and_with_the_data_parallel_math(small_data, tmp_path):
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    started = time.time()
+    proc = launch(small_data, out, logs)
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, output[-3000:]
+    print(f"two-worker run: {time.time() - started:.1f} s")
+
+    worker_logs = sorted(p.name for p in logs.glob("worker_*.log"))
+    assert worker_logs == ["worker_0.log", "worker_1.log"]
+    fingerprints = {log: [ln.split("sha256 ")[1] for ln in (logs / log).read_text().splitlines()
+                          if "trained weights sha256" in ln] for log in worker_logs}
+    assert len(set(sum(fingerprints.values(), []))) == 1, fingerprints
+
+    # Rank 0 alone wrote the outputs; evaluation scored the 21 validation images once in all.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0001.ckpt", "epoch-0002.ckpt"]
+    assert "(21 samples)" in (out / "train.log").read_text()
+    assert not list(tmp_path.glob("**/rank_1*"))
+
+    initial, expected = reference_weights(small_data)
+    saved = read_checkpoint(out / "final.ckpt")
+    keys = sorted(expected)
+    start, want = (np.concatenate([d[k].ravel() for k in keys]) for d in (initial, expected))
+    got = np.concatenate([saved[k].asnumpy().ravel() for k in keys])
+    difference = np.linalg.norm(got - want) / np.linalg.norm(want - start)
+    print(f"difference to the one-process data-parallel update: {difference:.1e} of the update")
+    assert difference < 1e-4
+
+
+def test_a_killed_rank_fails_the_job_quickly_and_leaves_no_process(data, tmp_path):
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    proc = launch(data, out, logs, epochs=50)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "epoch-0001.ckpt").exists():
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-f", f"output-dir {out}"], capture_output=True, text=True)
+    pids = [int(p) for p in workers.stdout.split()]
+    assert pids
+    killed_at = time.time()
+    os.kill(pids[-1], signal.SIGKILL)
+    try:
+        proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    print(f"job ended {time.time() - killed_at:.1f} s after the kill")
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", f"output-dir {out}"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("run_distribute_train.sh", [], "usage"),
+    ("run_distribute_train.sh", ["two", "none"], "expected a whole number"),
+    ("run_distribute_train.sh", ["2", "/no/such/folder"], "is not a folder"),
+    ("run_distribute_train.sh", ["--rank_table", "/no/table.json", "2", "none"], "does not exist"),
+    ("run_distribute_train.sh", ["--bogus", "2", "none"], "unknown option --bogus"),
+    ("run_standalone_train.sh", ["/no/such/folder"], "is not a folder"),
+    ("run_standalone_train.sh", ["a", "b", "c"], "usage"),
+    ("run_eval.sh", [], "usage"),
+    ("run_eval.sh", ["/no/model.ckpt"], "does not exist"),
+    ("run_export.sh", [], "usage"),
+])
+def test_scripts_check_their_arguments(script, args, message, tmp_path):
+    result = subprocess.run(["bash", str(SCRIPTS / script), *args], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert message in (result.stderr + result.stdout).lower() or message in result.stderr
+    assert list(tmp_path.iterdir()) in ([], [tmp_path / "logs"])
+
+
+def test_scripts_are_strict_bash():
+    for script in SCRIPTS.glob("*.sh"):
+        text = script.read_text()
+        assert "set -euo pipefail" in text, script.name
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-s"]))

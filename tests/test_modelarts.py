@@ -1,0 +1,108 @@
+"""ModelArts jobs with a stand-in `moxing` that copies between local folders."""
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_image_folder
+
+from shufflenet.engine.config import Config
+from shufflenet.engine.modelarts import DONE, modelarts_session, sync_inputs, wait_for_marker
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE_MOXING = '''
+import shutil
+from pathlib import Path
+
+
+class file:  # the two calls of moxing.file the project uses
+    @staticmethod
+    def copy_parallel(src, dst):
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+
+    @staticmethod
+    def copy(src, dst):
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+'''
+
+
+@pytest.fixture()
+def moxing_path(tmp_path):
+    folder = tmp_path / "site"
+    (folder / "moxing").mkdir(parents=True)
+    (folder / "moxing" / "__init__.py").write_text(FAKE_MOXING)
+    return folder
+
+
+def run_job(moxing_path, data, obs_out, cache):
+    env = {**os.environ, "PYTHONPATH": f"{moxing_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = ["--enable-modelarts", "--data-url", data, "--train-url", obs_out, "--cache-dir", cache,
+            "--model", "shufflenet_v1_g3_x0_25", "--image-size", "32", "--batch-size", "6",
+            "--epochs", "1", "--num-workers", "1", "--no-export", "--lr", "0.01"]
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_job_trains_on_the_cache_and_uploads_its_outputs(moxing_path, tmp_path):
+    data = make_image_folder(tmp_path / "obs_data", train=6, val=2)
+    result = run_job(moxing_path, data, tmp_path / "obs_out", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "cache" / "inputs" / "data" / "train" / "cat").is_dir()
+    for name in ("final.ckpt", "best.ckpt", "train.log", "config.yaml", "metrics.csv"):
+        assert (tmp_path / "obs_out" / name).is_file(), name
+
+
+def test_a_failed_job_still_uploads_its_logs(moxing_path, tmp_path):
+    data = make_image_folder(tmp_path / "obs_data", train=6, val=2)
+    (data / "train" / "cat" / "broken.jpg").write_text("not an image")
+    result = run_job(moxing_path, data, tmp_path / "obs_out", tmp_path / "cache")
+    assert result.returncode == 1
+    assert "broken.jpg cannot be decoded" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "obs_out" / "config.yaml").is_file()
+    assert (tmp_path / "obs_out" / "train.log").is_file()
+
+
+def test_without_moxing_the_job_explains_itself(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "moxing", None)  # import moxing raises ImportError
+    config = Config(enable_modelarts=True, data_url="obs://bucket/data", cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="needs the moxing package"):
+        with modelarts_session(config, 0, 0):
+            pass
+
+
+def test_other_ranks_wait_for_the_copier_with_a_time_out(tmp_path):
+    started = time.time() - 1
+    with pytest.raises(ValueError, match="waited 0 s for the inputs"):
+        wait_for_marker(tmp_path, started, timeout=0.3, poll=0.05)
+    stale = tmp_path / DONE
+    stale.touch()
+    os.utime(stale, (started - 100, started - 100))  # left by an earlier job
+    with pytest.raises(ValueError, match="waited"):
+        wait_for_marker(tmp_path, started, timeout=0.3, poll=0.05)
+
+    def copy(url, local):
+        time.sleep(0.3)
+        Path(local).mkdir()
+
+    copier = threading.Thread(target=sync_inputs,
+                              args=(copy, {"data": "obs://x"}, tmp_path, True, 10, started))
+    copier.start()
+    sync_inputs(copy, {"data": "obs://x"}, tmp_path, False, 10, started)  # waits, then returns
+    copier.join()
+    assert (tmp_path / "data").is_dir()
+
+
+def test_a_failed_copy_is_reported_to_the_waiting_ranks(tmp_path):
+    started = time.time() - 1
+
+    def broken(url, local):
+        raise OSError("OBS unreachable")
+
+    with pytest.raises(OSError, match="OBS unreachable"):
+        sync_inputs(broken, {"data": "obs://x"}, tmp_path, True, 10, started)
+    with pytest.raises(ValueError, match="copying the inputs .* failed"):
+        wait_for_marker(tmp_path, started, timeout=5, poll=0.05)
