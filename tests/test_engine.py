@@ -66,7 +66,11 @@ def test_config_precedence_defaults_recipe_flags(tmp_path):
     assert (config.epochs, config.lr, config.batch_size, config.export) == (7, 0.2, 16, False)
     assert config.momentum == 0.9  # dataclass default
     default = resolve_config(_args([]))
-    assert default.dataset == "digits" and default.model == "shufflenet_v1_g3_x0_5"
+    assert default.dataset == "auto" and default.data_path is None  # the bundled digits
+    assert default.model == "shufflenet_v1_g3_x0_5"
+    # ModelArts passes job parameters as --key=value with underscores.
+    modelarts = resolve_config(_args(["--enable_modelarts=True", "--data_url=obs://b/d", "--export=false"]))
+    assert (modelarts.enable_modelarts, modelarts.data_url, modelarts.export) == (True, "obs://b/d", False)
 
 
 def test_config_errors_name_the_key(tmp_path):

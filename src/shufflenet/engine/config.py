@@ -117,14 +117,28 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     hints = get_type_hints(Config)
     for f in fields(Config):
         kind = _base_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
+        # --data-url and --data_url both work: ModelArts passes its job parameters as
+        # --key=value with underscores, as the model zoo's scripts expect.
+        flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
         if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=f.metadata.get("help"))
+            parser.add_argument(*flags, dest=f.name, nargs="?", const=True, type=_parse_bool,
+                                default=argparse.SUPPRESS, metavar="BOOL",
+                                help=f"{f.metadata.get('help')} (default {f.default})")
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
+            parser.add_argument(*flags, dest=f.name, type=kind, default=argparse.SUPPRESS,
                                 help=f"{f.metadata.get('help')} (default {f.default})")
     return parser
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
