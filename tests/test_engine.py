@@ -83,6 +83,8 @@ def test_config_errors_name_the_key(tmp_path):
         resolve_config(_args(["--config", str(recipe)]))
     with pytest.raises(ValueError, match="unknown recipe 'imagenet'"):
         recipe_path("imagenet")
+    with pytest.raises(ValueError, match="dataset_sink needs Ascend or GPU"):
+        resolve_config(_args(["--dataset-sink"]))
     with pytest.raises(ValueError, match="warmup_epochs"):
         resolve_config(_args(["--warmup-epochs", "50", "--epochs", "3"]))
 

@@ -87,6 +87,7 @@ def test_bad_inputs_stop_before_training_with_one_line(data, tmp_path):
         (["--data-path", tmp_path / "missing"], "does not exist; check --data-path"),
         (["--model", "shufflenet_v1_g5_x1_0"], "unknown model 'shufflenet_v1_g5_x1_0'"),
         (["--config", "imagenet"], "unknown recipe 'imagenet'"),
+        (["--device-target", "Ascend"], "device_target Ascend is not available"),
     ]
     for extra, message in cases:
         result = run("train.py", *TINY, "--data-path", data, "--output-dir", tmp_path / "o", *extra)

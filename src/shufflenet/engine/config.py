@@ -54,6 +54,8 @@ class Config:
     # run
     device_target: str = field(default="CPU", metadata={"help": "CPU | GPU | Ascend"})
     distributed: bool = field(default=False, metadata={"help": "data-parallel over all launched ranks"})
+    dataset_sink: bool = field(
+        default=False, metadata={"help": "feed each epoch to the device in one call (Ascend, GPU)"})
     seed: int = field(default=0, metadata={"help": "seed of weights, shuffling and augmentation"})
     output_dir: str = field(default="outputs/run", metadata={"help": "where everything is written"})
     resume: Optional[str] = field(
@@ -170,6 +172,9 @@ def validate(config: Config) -> None:
         raise ValueError(f"amp_level must be auto, O0, O1, O2 or O3, got {config.amp_level!r}")
     if config.device_target not in ("CPU", "GPU", "Ascend"):
         raise ValueError(f"device_target must be CPU, GPU or Ascend, got {config.device_target!r}")
+    if config.dataset_sink and config.device_target == "CPU":
+        raise ValueError("dataset_sink needs Ascend or GPU: MindSpore has no data sink on CPU; "
+                         "pass --dataset-sink false")
     if config.eval_interval < 0:
         raise ValueError(f"eval_interval must be >= 0, got {config.eval_interval}")
 

@@ -9,7 +9,14 @@ from .trainer import Ranks
 def setup_context(device_target: str, distributed: bool = False) -> Ranks:
     """Graph mode (PyNative is 4-7x slower on CPU); `init()` and DATA_PARALLEL with averaged
     gradients when distributed. Call once per process, from a command's `main`."""
-    ms.set_device(device_target)
+    try:
+        ms.set_device(device_target)
+    except RuntimeError:
+        raise ValueError(
+            f"device_target {device_target} is not available to this MindSpore installation "
+            f"(mindspore {ms.__version__}); install its {device_target} build, or pass "
+            "--device-target CPU"
+        ) from None
     ms.set_context(mode=ms.GRAPH_MODE)
     if not distributed:
         return Ranks()

@@ -166,9 +166,15 @@ def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | N
         dataset, info = epoch_data(epoch, True)
         train_net.set_train(True)
         losses, tick, seen, epoch_start = [], time.time(), 0, time.time()
-        for step, (images, labels) in enumerate(_iterate(dataset), start=1):
-            losses.append(float(train_net(images, labels).asnumpy()))
-            seen += len(labels)
+        if config.dataset_sink:  # the whole epoch in one device call: one line per epoch
+            batches = [(info.steps, info.steps * config.batch_size,
+                        ms.data_sink(train_net, dataset, sink_size=info.steps)())]
+        else:
+            batches = ((step, len(labels), train_net(images, labels))
+                       for step, (images, labels) in enumerate(_iterate(dataset), start=1))
+        for step, count, loss in batches:
+            losses.append(float(loss.asnumpy()))
+            seen += count
             global_step = epoch * info.steps + step
             if step % config.log_interval == 0 or step == info.steps:
                 rate = seen * ranks.size / max(time.time() - tick, 1e-9)
