@@ -7,6 +7,7 @@ import sys
 #: Subcommand -> (module under shufflenet.cli, one-line help).
 COMMANDS = {
     "summary": ("summary", "print every registered model with parameters and MFLOPs"),
+    "benchmark": ("benchmark", "training and inference images/s against PyTorch eager, side by side"),
     "train": ("train", "train a model (no arguments: the CPU demo on the bundled digits)"),
     "eval": ("eval", "top-1, top-5 and loss of a .ckpt or .mindir on a validation set"),
     "export": ("export", "export a checkpoint to MINDIR, AIR or ONNX, verified, with a sidecar JSON"),

@@ -1,0 +1,181 @@
+"""One benchmark contender in its own process: `python -m shufflenet.utils.timing SPEC_JSON`.
+
+Each contender (MindSpore graph mode, the exported MINDIR through `nn.GraphCell`, PyTorch eager,
+or a fp32 GEMM) runs in a worker process of its own so that its environment (oneDNN's
+instruction-set cap is read once per process), its first-step time and its peak RSS are its own.
+The parent (`shufflenet benchmark`) keeps every worker of a workload alive and asks them in turn
+for a few steps, so the contenders are timed side by side under the same machine load.
+
+Protocol, one JSON object per line: the worker prints `{"ready": ..., "first_step_s": ...}` once
+built and run once; then reads `run N` and answers `{"times": [...]}` (seconds per step), and
+reads `quit` and answers `{"peak_rss_mb": ...}`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from typing import Callable
+
+import numpy as np
+
+Step = Callable[[], None]
+
+
+def _inputs(spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random batch: the benchmark times the network, not a data pipeline."""
+    rng = np.random.default_rng(0)
+    size, batch = spec["image_size"], spec["batch"]
+    images = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    labels = rng.integers(0, spec["num_classes"], batch).astype(np.int32)
+    return images, labels
+
+
+def _mindspore_net(spec: dict):
+    import mindspore as ms
+
+    from ..models import create_model
+    from .cpu import set_mindspore_threads
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    if spec.get("graph_kernel"):
+        ms.set_context(enable_graph_kernel=True)
+    if spec["threads"]:
+        set_mindspore_threads(spec["threads"])
+    return create_model(spec["model"], num_classes=spec["num_classes"], classifier_bias=False,
+                        group_conv=spec.get("group_conv", "auto"),
+                        pool_padding=spec.get("pool_padding", "same"))
+
+
+def mindspore_step(spec: dict) -> Step:
+    """Graph-mode training step (forward, softmax CE, backward, SGD momentum) or inference."""
+    import mindspore as ms
+    from mindspore import nn
+
+    net = _mindspore_net(spec)
+    images, labels = (ms.Tensor(a) for a in _inputs(spec))
+    if spec["mode"] == "infer":
+        net.set_train(False)
+        return lambda: net(images).asnumpy()
+    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+    optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
+    train = nn.TrainOneStepCell(nn.WithLossCell(net, loss), optimizer)
+    train.set_train()
+    if spec.get("jit_level"):
+        train.set_jit_config(ms.JitConfig(jit_level=spec["jit_level"]))
+    return lambda: train(images, labels).asnumpy()
+
+
+def mindir_step(spec: dict) -> Step:
+    """Inference through a MINDIR exported from the same network and loaded by `nn.GraphCell`.
+
+    With `fold_bn`, the network's BatchNorms are folded into its convolutions before export.
+    """
+    import mindspore as ms
+    from mindspore import nn
+
+    if spec["mode"] != "infer":
+        raise ValueError("the MINDIR contender only infers")
+    net = _mindspore_net(spec)
+    net.set_train(False)
+    if spec.get("fold_bn"):
+        from ..models.fast_ops import fold_batchnorm
+
+        fold_batchnorm(net)
+    images = ms.Tensor(_inputs(spec)[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        base = os.path.join(tmp, "net")
+        ms.export(net, ms.Tensor(np.zeros(images.shape, np.float32)), file_name=base, file_format="MINDIR")
+        graph = nn.GraphCell(ms.load(base + ".mindir"))
+    return lambda: graph(images).asnumpy()
+
+
+def torch_step(spec: dict) -> Step:
+    """PyTorch eager on Megvii's architecture: the same step as `mindspore_step`."""
+    import torch
+
+    from ..models.torch_megvii import build_megvii_shufflenet_v1
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    model = build_megvii_shufflenet_v1(spec["groups"], spec["width"], spec["num_classes"])
+    images, labels = (torch.from_numpy(a) for a in _inputs(spec))
+    labels = labels.long()
+    if spec["mode"] == "infer":
+        model.eval()
+
+        def infer() -> None:
+            with torch.inference_mode():
+                model(images)
+
+        return infer
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+    return train
+
+
+def gemm_step(spec: dict) -> Step:
+    """A square fp32 matrix product (numpy's BLAS): the machine's practical peak for dense math."""
+    rng = np.random.default_rng(0)
+    n = spec["gemm_size"]
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    return lambda: a @ b
+
+
+CONTENDERS: dict[str, Callable[[dict], Step]] = {
+    "mindspore": mindspore_step,
+    "mindir": mindir_step,
+    "torch": torch_step,
+    "gemm": gemm_step,
+}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def _answer(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def serve(spec: dict) -> None:
+    """Build the contender, time its first step, then answer `run N` / `quit` from stdin."""
+    start = time.perf_counter()
+    step = CONTENDERS[spec["kind"]](spec)
+    built = time.perf_counter()
+    step()
+    _answer({"ready": True, "build_s": built - start, "first_step_s": time.perf_counter() - built})
+    for line in sys.stdin:
+        command = line.split()
+        if command and command[0] == "run":
+            times = []
+            for _ in range(int(command[1])):
+                begin = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - begin)
+            _answer({"times": times})
+        elif command and command[0] == "quit":
+            break
+    _answer({"peak_rss_mb": peak_rss_mb()})
+
+
+if __name__ == "__main__":
+    # The worker's protocol owns stdout; MindSpore's and PyTorch's own chatter goes to stderr.
+    protocol_out = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(protocol_out, "w")
+    serve(json.loads(sys.argv[1]))
