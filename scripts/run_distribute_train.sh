@@ -13,7 +13,7 @@
 #   --log_dir DIR       folder of the per-rank logs (default ./logs/distribute_train)
 #   --timeout SEC       how long ranks wait for each other to join (default 600)
 #   --rank_table FILE   Ascend rank table: start one train.py per device with RANK_ID and
-#                       DEVICE_ID set, instead of msrun
+#                       DEVICE_ID set, instead of msrun (--master_*, --timeout unused)
 set -euo pipefail
 
 usage() {
@@ -73,19 +73,21 @@ rank_table=$(realpath -m "$rank_table")
 [ -f "$rank_table" ] || fail "--rank_table $rank_table does not exist"
 export RANK_TABLE_FILE=$rank_table RANK_SIZE=$((device_num * nodes))
 pids=()
+stop() { kill "${pids[@]}" 2>/dev/null || true; }
+trap 'stop; exit 130' INT TERM
 for ((i = 0; i < device_num; i++)); do
     rank=$((node_rank * device_num + i))
     RANK_ID=$rank DEVICE_ID=$i "${train[@]}" >"$log_dir/rank_$rank.log" 2>&1 &
     pids+=($!)
 done
 echo "started ranks $((node_rank * device_num))..$((node_rank * device_num + device_num - 1)), logs in $log_dir"
-trap 'kill "${pids[@]}" 2>/dev/null || true' INT TERM
+# Reap ranks as they end; the first failure stops the others at once (they would otherwise
+# block in a collective until the communication time-out).
 status=0
-for pid in "${pids[@]}"; do
-    if ! wait "$pid"; then
+for _ in "${pids[@]}"; do
+    if ! wait -n; then
+        [ $status -eq 0 ] && echo "error: a rank failed; stopping the others, see $log_dir" >&2 && stop
         status=1
-        echo "error: a rank (pid $pid) failed; stopping the others, see $log_dir" >&2
-        kill "${pids[@]}" 2>/dev/null || true
     fi
 done
 exit $status

@@ -193,3 +193,26 @@ def test_corrupt_images_are_skipped_and_counted_on_request(tmp_path):
     dataset, info = create_dataset(source, False, 4, image_size=32)
     assert info.num_samples == 20
     assert len(labels_of(dataset)) == 18  # 20 files, 2 skipped
+
+
+def test_single_images_get_exactly_what_the_evaluation_pipeline_feeds(tmp_path):
+    from shufflenet.data.images import load_image, preprocess_image
+    from shufflenet.data.presets import get_preprocessing
+
+    root = make_image_folder(tmp_path, val=2, size=57)
+    source = open_source("imagenet", str(root), "val")
+    for preset in ("imagenet", "megvii", "cifar10"):
+        images, _ = batches(create_dataset(source, False, 6, 32, preprocessing=preset)[0])[0]
+        for row, path in enumerate(source.files):
+            single = preprocess_image(load_image(path), 32, get_preprocessing(preset))
+            np.testing.assert_array_equal(single, images[row])
+
+
+def test_training_replaces_skipped_images_so_every_shard_keeps_its_steps(tmp_path):
+    root = make_image_folder(tmp_path)
+    _corrupt(root)
+    source = open_source("imagenet", str(root), "train", skip_bad_images=True)
+    for shard in range(2):
+        dataset, info = create_dataset(source, True, 4, 32, num_shards=2, shard_id=shard)
+        labels = labels_of(dataset)
+        assert len(labels) == info.steps * 4 == 8 and labels.min() >= 0

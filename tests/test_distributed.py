@@ -129,6 +129,20 @@ def test_a_killed_rank_fails_the_job_quickly_and_leaves_no_process(data, tmp_pat
     assert left.stdout.strip() == ""
 
 
+def test_rank_table_mode_waits_for_every_rank_and_reports_failure(tmp_path):
+    table = tmp_path / "rank_table.json"
+    table.write_text("{}")  # CPU has no HCCL: both ranks fail at init
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "run_distribute_train.sh"), "--rank_table", str(table), "--log_dir",
+         str(tmp_path / "logs"), "2", "none", "digits_cpu", "--", "--output-dir", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "a rank failed" in result.stderr
+    for rank in (0, 1):
+        log = (tmp_path / "logs" / f"rank_{rank}.log").read_text()
+        assert "distributed initialisation failed" in log and "Traceback" not in log
+
+
 @pytest.mark.parametrize("script,args,message", [
     ("run_distribute_train.sh", [], "usage"),
     ("run_distribute_train.sh", ["two", "none"], "expected a whole number"),

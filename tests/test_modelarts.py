@@ -75,34 +75,31 @@ def test_without_moxing_the_job_explains_itself(tmp_path, monkeypatch):
 
 
 def test_other_ranks_wait_for_the_copier_with_a_time_out(tmp_path):
-    started = time.time() - 1
+    token = "node:1234"
     with pytest.raises(ValueError, match="waited 0 s for the inputs"):
-        wait_for_marker(tmp_path, started, timeout=0.3, poll=0.05)
-    stale = tmp_path / DONE
-    stale.touch()
-    os.utime(stale, (started - 100, started - 100))  # left by an earlier job
+        wait_for_marker(tmp_path, token, timeout=0.3, poll=0.05)
+    (tmp_path / DONE).write_text("node:999")  # left by an earlier job
     with pytest.raises(ValueError, match="waited"):
-        wait_for_marker(tmp_path, started, timeout=0.3, poll=0.05)
+        wait_for_marker(tmp_path, token, timeout=0.3, poll=0.05)
 
     def copy(url, local):
         time.sleep(0.3)
         Path(local).mkdir()
 
     copier = threading.Thread(target=sync_inputs,
-                              args=(copy, {"data": "obs://x"}, tmp_path, True, 10, started))
+                              args=(copy, {"data": "obs://x"}, tmp_path, True, 10, token))
     copier.start()
-    sync_inputs(copy, {"data": "obs://x"}, tmp_path, False, 10, started)  # waits, then returns
+    sync_inputs(copy, {"data": "obs://x"}, tmp_path, False, 10, token)  # waits, then returns
     copier.join()
     assert (tmp_path / "data").is_dir()
+    wait_for_marker(tmp_path, token, timeout=0.3, poll=0.05)  # a late rank passes at once
 
 
 def test_a_failed_copy_is_reported_to_the_waiting_ranks(tmp_path):
-    started = time.time() - 1
-
     def broken(url, local):
         raise OSError("OBS unreachable")
 
     with pytest.raises(OSError, match="OBS unreachable"):
-        sync_inputs(broken, {"data": "obs://x"}, tmp_path, True, 10, started)
+        sync_inputs(broken, {"data": "obs://x"}, tmp_path, True, 10, "node:1")
     with pytest.raises(ValueError, match="copying the inputs .* failed"):
-        wait_for_marker(tmp_path, started, timeout=5, poll=0.05)
+        wait_for_marker(tmp_path, "node:1", timeout=5, poll=0.05)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DataError, create_dataset, explain_pipeline_error, open_source
+from ..data import create_dataset, explained_pipeline_errors, open_source
 from ..engine.context import setup_context
 from ..engine.evaluator import all_reduce_sum, evaluate, load_mindir
 
@@ -65,13 +65,8 @@ def run(args: argparse.Namespace) -> dict:
                                    num_workers=args.num_workers)
     if fixed_batch:
         net = _padded(net, fixed_batch)
-    try:
+    with explained_pipeline_errors():
         result = evaluate(net, dataset, all_reduce_sum if ranks.size > 1 else None)
-    except RuntimeError as err:
-        line = explain_pipeline_error(err)
-        if line:
-            raise DataError(line) from None
-        raise
     result = {"model_file": str(model_file), "dataset": info.kind, "image_size": info.image_size,
               **result}
     if ranks.is_main:

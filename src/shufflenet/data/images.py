@@ -1,8 +1,7 @@
 """Single images to network inputs, for inference outside a dataset pipeline (predict, probes).
 
-Applies the evaluation rule of `presets.py`: resize the shorter side to
-`eval_resize(image_size, preset)` and centre-crop `image_size` (or resize straight to a square
-when `eval_crop` is 1.0), then order channels and normalise as the preset says.
+Applies `pipeline.eval_transforms`, the evaluation pipeline's own resize, crop and
+normalisation, so a single image gets the numbers a dataset batch would.
 """
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .presets import Preprocessing, eval_resize
+from .presets import Preprocessing
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -25,22 +24,14 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 
 def preprocess_image(image: Image.Image, image_size: int, preprocessing: Preprocessing) -> np.ndarray:
-    """An RGB PIL image as a (3, image_size, image_size) float32 array the network expects."""
-    if preprocessing.eval_crop >= 1.0:
-        image = image.resize((image_size, image_size), Image.BILINEAR)
-    else:
-        short = eval_resize(image_size, preprocessing)
-        width, height = image.size
-        scale = short / min(width, height)
-        size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
-        image = image.resize(size, Image.BILINEAR)
-        left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
-        image = image.crop((left, top, left + image_size, top + image_size))
-    pixels = np.asarray(image, dtype=np.float32)
-    if preprocessing.bgr:
-        pixels = pixels[:, :, ::-1]
-    pixels = (pixels - np.asarray(preprocessing.mean, np.float32)) / np.asarray(preprocessing.std, np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    """An RGB PIL image as the (3, image_size, image_size) float32 array the network expects,
+    through the evaluation pipeline's own transforms."""
+    from mindspore.dataset.transforms import Compose
+
+    from .pipeline import eval_transforms
+
+    pixels = Compose(eval_transforms(preprocessing, image_size))(np.asarray(image, np.uint8))
+    return np.ascontiguousarray(pixels, np.float32)
 
 
 def list_images(paths: list[str | os.PathLike]) -> list[Path]:

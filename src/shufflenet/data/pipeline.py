@@ -1,6 +1,7 @@
 """One MindSpore pipeline for every source: order and shard, decode, augment, normalise, batch."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import mindspore.dataset as ds
@@ -12,8 +13,6 @@ from .sources import ArraySource, ImageFileSource
 
 #: Input side each dataset is trained at unless `image_size` says otherwise.
 DEFAULT_IMAGE_SIZE = {"imagenet": 224, "cifar10": 32, "digits": 32}
-#: Input convention each dataset uses unless `preprocessing` says otherwise.
-DEFAULT_PREPROCESSING = {"imagenet": "imagenet", "cifar10": "cifar10", "digits": "digits"}
 
 
 @dataclass(frozen=True)
@@ -47,28 +46,43 @@ def shard_order(
     return order[shard_id::num_shards]
 
 
+def eval_transforms(preprocessing: Preprocessing, image_size: int) -> list:
+    """Evaluation input: resize and centre-crop as the preset says, then `pixel_transforms`.
+
+    The one definition used by evaluation pipelines and by single images (`predict`), so both
+    feed the network the same numbers.
+    """
+    if preprocessing.eval_crop < 1:
+        ops = [vision.Resize(eval_resize(image_size, preprocessing)), vision.CenterCrop(image_size)]
+    else:
+        ops = [vision.Resize((image_size, image_size))]
+    return ops + pixel_transforms(preprocessing)
+
+
+def pixel_transforms(preprocessing: Preprocessing) -> list:
+    """HWC uint8 RGB to normalised CHW float32, in the channel order the preset names."""
+    ops = [vision.ConvertColor(vision.ConvertMode.COLOR_RGB2BGR)] if preprocessing.bgr else []
+    return ops + [vision.Normalize(list(preprocessing.mean), list(preprocessing.std)), vision.HWC2CHW()]
+
+
 def build_transforms(kind: str, preprocessing: Preprocessing, image_size: int, training: bool) -> list:
     """The augmentation recipe of each dataset (model zoo for ImageNet, tutorial for CIFAR-10)."""
+    if not training:
+        return eval_transforms(preprocessing, image_size)
     if kind == "imagenet":
-        ops = ([vision.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(0.75, 1.333)),
-                vision.RandomHorizontalFlip(),
-                vision.RandomColorAdjust(brightness=0.4, contrast=0.4, saturation=0.4)]
-               if training else
-               [vision.Resize(eval_resize(image_size, preprocessing)), vision.CenterCrop(image_size)])
+        ops = [vision.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(0.75, 1.333)),
+               vision.RandomHorizontalFlip(),
+               vision.RandomColorAdjust(brightness=0.4, contrast=0.4, saturation=0.4)]
     elif kind == "cifar10":
-        ops = [vision.RandomCrop(32, padding=4), vision.RandomHorizontalFlip()] if training else []
+        ops = [vision.RandomCrop(32, padding=4), vision.RandomHorizontalFlip()]
         if image_size != 32:
             ops.append(vision.Resize((image_size, image_size)))
     elif kind == "digits":  # no flips: a mirrored digit is another glyph
-        ops = [vision.Resize((image_size, image_size))]
-        if training:
-            ops.append(vision.RandomCrop(image_size, padding=max(1, image_size // 8)))
+        ops = [vision.Resize((image_size, image_size)),
+               vision.RandomCrop(image_size, padding=max(1, image_size // 8))]
     else:
         raise ValueError(f"no transforms for dataset kind {kind!r}")
-    if preprocessing.bgr:
-        ops.append(vision.ConvertColor(vision.ConvertMode.COLOR_RGB2BGR))
-    ops += [vision.Normalize(list(preprocessing.mean), list(preprocessing.std)), vision.HWC2CHW()]
-    return ops
+    return ops + pixel_transforms(preprocessing)
 
 
 def create_dataset(
@@ -97,7 +111,7 @@ def create_dataset(
     image_size = image_size or DEFAULT_IMAGE_SIZE[source.kind]
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32, got {image_size}")
-    preprocessing = preprocessing or DEFAULT_PREPROCESSING[source.kind]
+    preprocessing = preprocessing or source.kind  # each dataset has a preset of its own name
     preset = get_preprocessing(preprocessing)
     epoch_seed = seed * 100_003 + epoch
     order = shard_order(len(source), num_shards, shard_id, epoch_seed if training else None)
@@ -108,11 +122,13 @@ def create_dataset(
         )
     ds.config.set_seed(epoch_seed)
     decodes_files = isinstance(source, ImageFileSource)
+    if decodes_files and source.skip_bad_images and training:
+        source = dataclasses.replace(source, substitute_bad_images=True)
     data = ds.GeneratorDataset(
         source, ["image", "label"], sampler=order.tolist(), num_parallel_workers=num_workers,
         python_multiprocessing=decodes_files and num_workers > 1,
     )
-    if decodes_files and source.skip_bad_images:
+    if decodes_files and source.skip_bad_images and not training:
         data = data.filter(lambda image, label: label >= 0, ["image", "label"])
     augment = training if augment is None else augment
     data = data.map(build_transforms(source.kind, preset, image_size, augment), "image",

@@ -8,6 +8,9 @@ source: MindSpore 2.10's C++ decoders can kill the process (SIGFPE) on a corrupt
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,23 +63,35 @@ class ImageFileSource:
     class_names: list[str]
     kind: str = "imagenet"
     skip_bad_images: bool = False
+    #: With skip_bad_images: serve the next good image instead of a placeholder, so every
+    #: training shard keeps its number of steps (evaluation filters and counts instead).
+    substitute_bad_images: bool = False
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.int32]:
+        for attempt in range(len(self.files)):
+            sample = self._decode((index + attempt) % len(self.files))
+            if sample is not None:
+                return sample
+            if not self.substitute_bad_images:
+                return _PLACEHOLDER, np.int32(-1)  # filtered out by the pipeline, then counted
+        raise DataError(f"{BAD_IMAGE}: none of the {len(self.files)} images can be decoded")
+
+    def _decode(self, index: int) -> tuple[np.ndarray, np.int32] | None:
         path = self.files[index]
         try:
             with Image.open(path) as image:
-                rgb = np.asarray(image.convert("RGB"))
+                return np.asarray(image.convert("RGB")), self.labels[index]
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             if self.skip_bad_images:
-                return _PLACEHOLDER, np.int32(-1)  # filtered out by the pipeline, then counted
+                print(f"skipping {path}: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+                return None
             raise DataError(
                 f"{BAD_IMAGE}: {path} cannot be decoded ({type(err).__name__}: {err}); "
                 "remove or replace the file, or pass --skip-bad-images to skip such files"
             ) from None
-        return rgb, self.labels[index]
 
 
 def open_source(
@@ -206,3 +221,15 @@ def explain_pipeline_error(err: BaseException) -> str | None:
     """The bad-image line hidden in a MindSpore pipeline RuntimeError, if that is its cause."""
     found = re.search(rf"{BAD_IMAGE}: [^\n]*", str(err))
     return found.group(0) if found else None
+
+
+@contextmanager
+def explained_pipeline_errors() -> Iterator[None]:
+    """Turn a pipeline RuntimeError caused by a bad image into that image's one-line DataError."""
+    try:
+        yield
+    except RuntimeError as err:
+        line = explain_pipeline_error(err)
+        if line:
+            raise DataError(line) from None
+        raise

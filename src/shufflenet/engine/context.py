@@ -1,6 +1,8 @@
 """MindSpore context for a run: graph mode on the chosen device, data parallelism when asked."""
 from __future__ import annotations
 
+import os
+
 import mindspore as ms
 
 from .trainer import Ranks
@@ -9,9 +11,15 @@ from .trainer import Ranks
 def setup_context(device_target: str, distributed: bool = False) -> Ranks:
     """Graph mode (PyNative is 4-7x slower on CPU); `init()` and DATA_PARALLEL with averaged
     gradients when distributed. Call once per process, from a command's `main`."""
+    device_id = os.environ.get("DEVICE_ID")  # set per process by rank-table launchers
     try:
-        ms.set_device(device_target)
-    except RuntimeError:
+        if device_id is not None and device_target != "CPU":
+            ms.set_device(device_target, int(device_id))
+        else:
+            ms.set_device(device_target)
+    except RuntimeError as err:
+        if "Unsupported device target" not in str(err):
+            raise
         raise ValueError(
             f"device_target {device_target} is not available to this MindSpore installation "
             f"(mindspore {ms.__version__}); install its {device_target} build, or pass "
@@ -22,7 +30,14 @@ def setup_context(device_target: str, distributed: bool = False) -> Ranks:
         return Ranks()
     from mindspore.communication import get_group_size, get_local_rank, get_rank, init
 
-    init()
+    try:
+        init()
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"distributed initialisation failed ({first}); launch with "
+            "scripts/run_distribute_train.sh (msrun) or an Ascend rank table, or drop --distributed"
+        ) from None
     size = get_group_size()
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                  device_num=size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,14 +32,28 @@ def _moxing():
     return moxing
 
 
-def wait_for_marker(folder: Path, started: float, timeout: float, poll: float = 1.0) -> None:
-    """Block until the node's copier marks `folder` done (after `started`), failed, or time-out."""
+def job_token() -> str:
+    """Shared by the ranks one launcher started on this node (msrun, the rank-table script or
+    ModelArts is their common parent) and by no earlier job, whose markers it thus ignores."""
+    return f"{socket.gethostname()}:{os.getppid()}"
+
+
+def _marked(folder: Path, marker: str, token: str) -> bool:
+    path = folder / marker
+    try:
+        return path.read_text() == token
+    except OSError:
+        return False
+
+
+def wait_for_marker(folder: Path, token: str, timeout: float, poll: float = 1.0) -> None:
+    """Block until this job's copier marks `folder` done or failed, or until the time-out."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if (folder / FAILED).exists() and (folder / FAILED).stat().st_mtime >= started:
+        if _marked(folder, FAILED, token):
             raise ValueError(f"copying the inputs into {folder} failed on this node's first rank; "
                              "see its log")
-        if (folder / DONE).exists() and (folder / DONE).stat().st_mtime >= started:
+        if _marked(folder, DONE, token):
             return
         time.sleep(poll)
     raise ValueError(f"waited {timeout:.0f} s for the inputs to be copied into {folder}; raise "
@@ -46,21 +61,19 @@ def wait_for_marker(folder: Path, started: float, timeout: float, poll: float = 
 
 
 def sync_inputs(copy: Callable[[str, str], None], sources: dict[str, str], cache: Path,
-                is_copier: bool, timeout: float, started: float) -> None:
+                is_copier: bool, timeout: float, token: str) -> None:
     """Copy each `name -> url` into `cache/name` (copier) or wait for that copy (other ranks)."""
     cache.mkdir(parents=True, exist_ok=True)
     if not is_copier:
-        wait_for_marker(cache, started, timeout)
+        wait_for_marker(cache, token, timeout)
         return
-    for marker in (DONE, FAILED):
-        (cache / marker).unlink(missing_ok=True)
     try:
         for name, url in sources.items():
             copy(url, str(cache / name))
     except BaseException:
-        (cache / FAILED).touch()
+        (cache / FAILED).write_text(token)
         raise
-    (cache / DONE).touch()
+    (cache / DONE).write_text(token)
 
 
 @contextmanager
@@ -75,7 +88,6 @@ def modelarts_session(config: Config, rank: int, local_rank: int) -> Iterator[Co
         return
     mox = _moxing()
     cache = Path(config.cache_dir)
-    started = time.time() - 5.0  # markers from an earlier job on this machine are older
     sources = {}
     if config.data_url:
         sources["data"] = config.data_url
@@ -88,7 +100,7 @@ def modelarts_session(config: Config, rank: int, local_rank: int) -> Iterator[Co
         else:
             mox.file.copy_parallel(url, local)
 
-    sync_inputs(copy, sources, cache / "inputs", local_rank == 0, config.sync_timeout, started)
+    sync_inputs(copy, sources, cache / "inputs", local_rank == 0, config.sync_timeout, job_token())
     local = dataclasses.replace(
         config,
         data_path=str(cache / "inputs" / "data") if config.data_url else config.data_path,

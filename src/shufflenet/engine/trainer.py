@@ -20,7 +20,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from ..data import DataError, create_dataset, explain_pipeline_error, open_source
+from ..data import DataError, create_dataset, explained_pipeline_errors, open_source
 from ..models import create_model
 from ..utils.checkpoint import (
     META_KEY,
@@ -150,8 +150,10 @@ def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | N
 
     start_epoch, best_top1 = 0, -1.0
     if resume_params is not None:
-        start_epoch, best_top1 = _restore(train_net, resume_params, resume_from, config)
+        start_epoch, best_top1 = _restore(net, optimizer, resume_params, resume_from, config, info.steps)
         log(f"resumed from {resume_from} at epoch {start_epoch}")
+    if ranks.size > 1:
+        _check_ranks_agree(start_epoch)
     if ranks.is_main:
         save_config(config, out / "config.yaml")
     log(f"{config.model}: {info.kind} ({len(train_src)} train / {len(val_src)} val images, "
@@ -166,14 +168,18 @@ def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | N
         dataset, info = epoch_data(epoch, True)
         train_net.set_train(True)
         losses, tick, seen, epoch_start = [], time.time(), 0, time.time()
-        if config.dataset_sink:  # the whole epoch in one device call: one line per epoch
-            batches = [(info.steps, info.steps * config.batch_size,
-                        ms.data_sink(train_net, dataset, sink_size=info.steps)())]
+        if config.dataset_sink:  # the whole epoch in one device call; its loss is the last step's
+            with explained_pipeline_errors():
+                batches = [(info.steps, info.steps * config.batch_size,
+                            ms.data_sink(train_net, dataset, sink_size=info.steps)())]
         else:
             batches = ((step, len(labels), train_net(images, labels))
                        for step, (images, labels) in enumerate(_iterate(dataset), start=1))
         for step, count, loss in batches:
             losses.append(float(loss.asnumpy()))
+            if not np.isfinite(losses[-1]):
+                raise FloatingPointError(f"loss became {losses[-1]} at epoch {epoch + 1} step {step}; "
+                                         "lower --lr or raise --warmup-epochs")
             seen += count
             global_step = epoch * info.steps + step
             if step % config.log_interval == 0 or step == info.steps:
@@ -187,14 +193,11 @@ def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | N
                 tick, seen = time.time(), 0
         if not losses:
             raise DataError("the training pipeline yielded no batches; check the dataset")
-        if not np.isfinite(losses[-1]):
-            raise FloatingPointError(f"loss became {losses[-1]} at epoch {epoch + 1}; lower --lr")
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                "lr": float(lrs[(epoch + 1) * info.steps - 1]), "epoch_seconds": time.time() - epoch_start}
         last = epoch + 1 == config.epochs
         if last or (config.eval_interval and (epoch + 1) % config.eval_interval == 0):
-            val_data, _ = epoch_data(0, False)
-            final = evaluate(net, val_data, reduce)
+            final = evaluate(net, epoch_data(0, False)[0], reduce)
             row.update({f"val_{k}": v for k, v in final.items() if k != "samples"})
             log(f"epoch {epoch + 1}: val top-1 {final['top1']:.4f} top-5 {final['top5']:.4f} "
                 f"loss {final['loss']:.4f} ({final['samples']} samples)")
@@ -202,6 +205,8 @@ def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | N
             best_top1 = _save_epoch(train_net, net, config, epoch + 1, description, row, best_top1)
             _append_csv(metrics_file, row)
 
+    if not final:  # resumed from the last epoch: score the model once more
+        final = evaluate(net, epoch_data(0, False)[0], reduce)
     if ranks.size > 1:  # every rank, so its log shows that the replicas agree
         print(f"rank {ranks.rank}: trained weights sha256 {weights_fingerprint(net)}", flush=True)
     if ranks.is_main:
@@ -222,16 +227,24 @@ def weights_fingerprint(net: nn.Cell) -> str:
     return digest.hexdigest()
 
 
-def _restore(train_net: nn.Cell, params: dict, path: Path, config: Config) -> tuple[int, float]:
+def _restore(net: nn.Cell, optimizer: nn.Optimizer, params: dict, path: Path, config: Config,
+             steps_per_epoch: int) -> tuple[int, float]:
+    """Network weights and momentum buffers from `params`; the schedule is the current one.
+
+    The learning-rate array and step counter are derived from the configuration, not loaded:
+    training continues at the first step of the saved epoch, so a resumed run may change the
+    batch size, device count or schedule.
+    """
     described = read_description(params)
     if described and described["model"] != config.model:
         raise CheckpointError(
             f"{path} was trained as {described['model']}, not {config.model}; pass --model "
             f"{described['model']} or another checkpoint")
-    load_weights(train_net, params, source=str(path))
     epoch = int(scalar(params, "epoch", 0))
     if epoch > config.epochs:
         raise CheckpointError(f"{path} is from epoch {epoch}, beyond --epochs {config.epochs}")
+    load_weights(list(net.get_parameters()) + list(optimizer.moments), params, source=str(path))
+    optimizer.global_step.set_data(ms.Tensor([epoch * steps_per_epoch], ms.int32))
     return epoch, float(scalar(params, "best_top1", -1.0))
 
 
@@ -266,13 +279,21 @@ def _finish(net, config, description, final, metrics_file, log) -> dict:
 
 def _iterate(dataset):
     """Batches of a pipeline, with a bad image's own message instead of MindSpore's traceback."""
-    try:
+    with explained_pipeline_errors():
         yield from dataset.create_tuple_iterator(num_epochs=1)
-    except RuntimeError as err:
-        line = explain_pipeline_error(err)
-        if line:
-            raise DataError(line) from None
-        raise
+
+
+def _check_ranks_agree(start_epoch: int) -> None:
+    """Every rank must resume from the same epoch, or the collectives would hang."""
+    from mindspore import ops
+
+    value = ms.Tensor(np.array([start_epoch], np.float32))
+    low, high = ops.AllReduce(ops.ReduceOp.MIN)(value), ops.AllReduce(ops.ReduceOp.MAX)(value)
+    if int(low.asnumpy()[0]) != int(high.asnumpy()[0]):
+        raise CheckpointError(
+            f"ranks would resume from different epochs ({int(low.asnumpy()[0])} to "
+            f"{int(high.asnumpy()[0])}): every rank must see the same --output-dir (shared "
+            "storage) or be given the same --resume file")
 
 
 def _append_csv(path: Path, row: dict) -> None:

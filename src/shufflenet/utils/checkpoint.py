@@ -69,23 +69,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, ms.Parameter]:
 
 
 def load_weights(
-    net: nn.Cell,
+    net: nn.Cell | list[ms.Parameter],
     params: dict[str, ms.Parameter] | str | os.PathLike,
     skip_classifier_mismatch: bool = False,
     source: str | None = None,
 ) -> list[str]:
-    """Load every network parameter from `params`; anything missing or misshapen is an error.
+    """Load every parameter of `net` (a network or a list of parameters) from `params`;
+    anything missing or misshapen is an error.
 
-    Entries of the checkpoint that the network does not have (optimizer state, epoch, step)
-    are ignored. With `skip_classifier_mismatch`, classifier entries whose shape differs are
-    left at their initial values and their names returned (fine-tuning to new classes).
+    Entries of the checkpoint that `net` does not have (optimizer state, epoch, step) are
+    ignored. With `skip_classifier_mismatch`, classifier entries whose shape differs are left at
+    their initial values and their names returned (fine-tuning to new classes).
     """
     if not isinstance(params, dict):
         source = source or str(params)
         params = read_checkpoint(params)
     source = source or "the checkpoint"
-    missing, mismatched, skipped, to_load = [], [], [], {}
-    for param in net.get_parameters():
+    targets = list(net.get_parameters()) if isinstance(net, nn.Cell) else list(net)
+    missing, mismatched, skipped = [], [], []
+    for param in targets:
         if param.name not in params:
             missing.append(param.name)
             continue
@@ -98,7 +100,6 @@ def load_weights(
                 f"{param.name}: checkpoint {tuple(value.shape)} vs network {tuple(param.shape)}"
             )
             continue
-        to_load[param.name] = value
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing key(s): {_preview(missing)}")
@@ -106,10 +107,12 @@ def load_weights(
         problems.append(f"{len(mismatched)} shape mismatch(es): {_preview(mismatched)}")
     if problems:
         raise CheckpointError(
-            f"{source} does not fit {type(net).__name__}: " + "; ".join(problems)
+            f"{source} does not fit the network: " + "; ".join(problems)
             + ". Check the model name and its options (pool_padding, classifier_bias, num_classes)"
         )
-    ms.load_param_into_net(net, to_load, strict_load=True)
+    for param in targets:
+        if param.name not in skipped:
+            param.set_data(ms.Tensor(params[param.name].asnumpy(), param.dtype))
     return skipped
 
 
