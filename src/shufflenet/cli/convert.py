@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..models.shufflenet_v1 import POOL_PADDINGS
 from .export import read_class_names
 
 SOURCES = ("megvii", "mindspore")
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("dst", help="output MindSpore checkpoint (.ckpt)")
     parser.add_argument("--source", choices=SOURCES, help="lineage of src (default: from its extension)")
     parser.add_argument("--model", help="expected model name (default: recognised from the weights)")
-    parser.add_argument("--pool-padding", choices=("same", "symmetric"),
+    parser.add_argument("--pool-padding", choices=POOL_PADDINGS,
                         help="mindspore source only: pools the weights were trained with "
                              "(default: from the checkpoint, else 'same')")
     parser.add_argument("--class-names", help="text file with one class name per line")

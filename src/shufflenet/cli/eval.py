@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data import create_dataset, explained_pipeline_errors, open_source
+from ..engine.config import DEVICES
 from ..engine.context import setup_context
 from ..engine.evaluator import all_reduce_sum, evaluate, load_mindir
+from ..models.shufflenet_v1 import POOL_PADDINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--ckpt", help="MindSpore checkpoint (this project's, the tutorial's, the zoo's)")
     source.add_argument("--mindir", help="exported MINDIR (its sidecar JSON must sit next to it)")
     parser.add_argument("--model", help="model name, for checkpoints that do not record it")
-    parser.add_argument("--pool-padding", choices=("same", "symmetric"),
+    parser.add_argument("--pool-padding", choices=POOL_PADDINGS,
                         help="override the pooling the checkpoint records")
     parser.add_argument("--dataset", default="auto", help="auto | imagenet | cifar10 | digits")
     parser.add_argument("--data-path", help="dataset folder; none: the bundled digits")
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--skip-bad-images", action="store_true")
-    parser.add_argument("--device-target", default="CPU", choices=("CPU", "GPU", "Ascend"))
+    parser.add_argument("--device-target", default="CPU", choices=DEVICES)
     parser.add_argument("--distributed", action="store_true", help="each rank scores its shard")
     parser.add_argument("--output", help="JSON file for the results (default: next to the model)")
     return parser

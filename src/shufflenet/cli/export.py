@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..engine.config import DEVICES
 from ..export.exporter import (
     DYNAMIC_BATCH,
     FORMATS,
@@ -17,6 +18,7 @@ from ..export.exporter import (
     check_export_request,
     export_model,
 )
+from ..models.shufflenet_v1 import POOL_PADDINGS
 
 
 def batch_size_arg(text: str) -> int:
@@ -44,7 +46,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that rebuild a network from a checkpoint (shared by export and predict)."""
     parser.add_argument("--model", help="registered model name (default: from the checkpoint)")
     parser.add_argument("--num-classes", type=int, help="classifier outputs (default: from the checkpoint)")
-    parser.add_argument("--pool-padding", choices=("same", "symmetric"),
+    parser.add_argument("--pool-padding", choices=POOL_PADDINGS,
                         help="pools of the checkpoint's lineage (default: from the checkpoint, else 'same')")
     parser.add_argument("--classifier-bias", action=argparse.BooleanOptionalAction, default=None,
                         help="whether the classifier has a bias (default: from the checkpoint)")
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fixed input batch, or 0 / 'dynamic' for any batch (MINDIR only); default 1")
     parser.add_argument("--image-size", type=int, help="input side (default: from the checkpoint, else 224)")
     parser.add_argument("--file-name", help="output path; the extension is added (default: next to the ckpt)")
-    parser.add_argument("--device-target", choices=("CPU", "GPU", "Ascend"),
+    parser.add_argument("--device-target", choices=DEVICES,
                         help="MindSpore backend (default: MindSpore's)")
     return parser
 

@@ -16,6 +16,7 @@ from typing import Any, Optional, get_type_hints
 import yaml
 
 DEFAULT_RECIPE = "digits_cpu"
+DEVICES = ("CPU", "GPU", "Ascend")
 
 
 @dataclass
@@ -170,7 +171,7 @@ def validate(config: Config) -> None:
         raise ValueError(f"loss_scale must be at least 1, got {config.loss_scale}")
     if config.amp_level not in ("auto", "O0", "O1", "O2", "O3"):
         raise ValueError(f"amp_level must be auto, O0, O1, O2 or O3, got {config.amp_level!r}")
-    if config.device_target not in ("CPU", "GPU", "Ascend"):
+    if config.device_target not in DEVICES:
         raise ValueError(f"device_target must be CPU, GPU or Ascend, got {config.device_target!r}")
     if config.dataset_sink and config.device_target == "CPU":
         raise ValueError("dataset_sink needs Ascend or GPU: MindSpore has no data sink on CPU; "

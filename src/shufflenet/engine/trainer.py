@@ -53,7 +53,7 @@ class Ranks:
         return self.rank == 0
 
 
-def model_options(config: Config) -> dict:
+def network_options(config: Config) -> dict:
     return {"pool_padding": config.pool_padding, "classifier_bias": config.classifier_bias,
             "group_conv": config.group_conv}
 
@@ -125,7 +125,7 @@ def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | N
 
     ms.set_seed(config.seed)
     num_classes = len(train_src.class_names)
-    net = create_model(config.model, num_classes=num_classes, **model_options(config))
+    net = create_model(config.model, num_classes=num_classes, **network_options(config))
     if pretrained_params is not None:
         reset = load_weights(net, pretrained_params, skip_classifier_mismatch=True, source=config.pretrained)
         log(f"pretrained weights from {config.pretrained}" + (f" (new classifier: {reset})" if reset else ""))
@@ -137,7 +137,7 @@ def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | N
             augment=config.augment and training)
 
     _, info = epoch_data(0, True)
-    description = model_description(config.model, num_classes, model_options(config),
+    description = model_description(config.model, num_classes, network_options(config),
                                      info.preprocessing, info.class_names, info.image_size)
     lrs = warmup_cosine_lr(config.lr, config.min_lr, config.epochs, info.steps, config.warmup_epochs)
     optimizer = build_optimizer(net, lrs, config.momentum, config.weight_decay, config.loss_scale)

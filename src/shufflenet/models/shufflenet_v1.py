@@ -62,20 +62,19 @@ def stage_channels(groups: int, width: float) -> tuple[int, int, int, int]:
     return stem, stage2, 2 * stage2, 4 * stage2
 
 
-def _make_pools(pool_padding: str) -> tuple[nn.Cell, nn.Cell]:
-    """3x3/s2 max pool (after the stem) and avg pool (shortcut of stride-2 blocks).
+def make_pool(kind: str, pool_padding: str) -> nn.Cell:
+    """The 3x3/s2 "max" pool after the stem or "avg" pool of a stride-2 block's shortcut.
 
     `same` pads 0 before and 1 after on even inputs (tutorial, zoo, mindcv); `symmetric` pads 1
     on each side and averages over the zero padding too (Megvii, PyTorch `padding=1`).
     """
+    if pool_padding not in POOL_PADDINGS:
+        raise ValueError(f"pool_padding must be one of {POOL_PADDINGS}, got {pool_padding!r}")
     if pool_padding == "same":
-        return (nn.MaxPool2d(3, 2, pad_mode="same"), nn.AvgPool2d(3, 2, pad_mode="same"))
-    if pool_padding == "symmetric":
-        return (
-            nn.MaxPool2d(3, 2, pad_mode="pad", padding=1),
-            nn.AvgPool2d(3, 2, pad_mode="pad", padding=1, count_include_pad=True),
-        )
-    raise ValueError(f"pool_padding must be one of {POOL_PADDINGS}, got {pool_padding!r}")
+        return nn.MaxPool2d(3, 2, pad_mode="same") if kind == "max" else nn.AvgPool2d(3, 2, pad_mode="same")
+    if kind == "max":
+        return nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)
+    return nn.AvgPool2d(3, 2, pad_mode="pad", padding=1, count_include_pad=True)
 
 
 class ShuffleV1Block(nn.Cell):
@@ -113,7 +112,7 @@ class ShuffleV1Block(nn.Cell):
             GroupConv(mid_channels, branch_out, groups, impl=group_conv),
             nn.BatchNorm2d(branch_out),
         )
-        self.branch_proj = _make_pools(pool_padding)[1] if stride == 2 else None
+        self.branch_proj = make_pool("avg", pool_padding) if stride == 2 else None
         self.relu = nn.ReLU()
 
     def construct(self, x: Tensor) -> Tensor:
@@ -168,7 +167,7 @@ class ShuffleNetV1(nn.Cell):
             nn.BatchNorm2d(stem),
             nn.ReLU(),
         )
-        self.maxpool = _make_pools(pool_padding)[0]
+        self.maxpool = make_pool("max", pool_padding)
         blocks = []
         in_ch = stem
         for stage, (repeats, out_ch) in enumerate(zip(STAGE_REPEATS, self.channels[1:])):
