@@ -58,7 +58,7 @@ def run(jpegs: int, arrays: int, workers: list[int]) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_jpeg_folder(Path(tmp), jpegs)
-        sources = {224: lambda split: repeated(load_image_folder(str(folder), split), 4),
+        sources = {224: lambda split: repeated(load_image_folder(str(folder), split), 8),
                    32: lambda split: cifar_like(arrays)}
         for size, make in sources.items():
             for training in (True, False):
@@ -74,7 +74,7 @@ def run(jpegs: int, arrays: int, workers: list[int]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shufflenet data-benchmark", description=__doc__)
     parser.add_argument("--jpegs", type=int, default=256,
-                        help="generated 500x375 JPEGs per split (each read 4 times)")
+                        help="generated 500x375 JPEGs per split (each read 8 times)")
     parser.add_argument("--arrays", type=int, default=8192, help="generated 32x32 images")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--json", action="store_true")
