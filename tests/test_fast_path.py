@@ -88,8 +88,8 @@ def test_thread_count_must_be_positive():
 
 def test_worker_protocol_and_side_by_side_ratios(tmp_path):
     gemm = {"kind": "gemm", "gemm_size": 64, "batch": 1, "mode": "infer"}
-    results = benchmark.run_workload({"A": gemm, benchmark.PEER: gemm}, dict(os.environ),
-                                     rounds=2, steps=3, log_dir=str(tmp_path))
+    results = benchmark.run_workload({"A": gemm, benchmark.PEER: gemm}, rounds=2, steps=3,
+                                     log_dir=str(tmp_path))
     for result in results:
         assert not result.error and len(result.times) == 6 and len(result.ratios) == 2
         assert result.peak_rss_mb > 0 and result.first_step_s > 0
@@ -100,23 +100,23 @@ def test_worker_protocol_and_side_by_side_ratios(tmp_path):
 
 def test_failing_worker_is_reported_not_raised(tmp_path):
     broken = {"kind": "mindspore", "model": "no_such_model", "mode": "infer", "threads": 1, "num_classes": 10}
-    (result,) = benchmark.run_workload({"broken": broken}, dict(os.environ), 1, 1, str(tmp_path))
+    (result,) = benchmark.run_workload({"broken": broken}, 1, 1, str(tmp_path))
     assert "unknown model" in result.error and not result.times
 
 
 def test_contenders_of_a_workload():
     train = benchmark.workload_contenders("shufflenet_v1_g3_x1_0", 224, 16, "train", 2)
     assert list(train) == ["MindSpore graph", benchmark.PEER]
-    infer = benchmark.workload_contenders("shufflenet_v1_g3_x1_0", 224, 1, "infer", 2,
-                                          tuple(benchmark.MINDSPORE_VARIANTS))
-    assert "MindSpore MINDIR (GraphCell)" in infer and "MindSpore graph, jit_level O2" not in infer
-    assert all(spec["threads"] == 2 and spec["batch"] == 1 for label, spec in infer.items()
-               if "25 threads" not in label)
+    assert train["MindSpore graph"]["isa"] == "AVX2" and train[benchmark.PEER]["isa"] == "default"
+    infer = benchmark.workload_contenders("shufflenet_v1_g3_x1_0", 224, 1, "infer", 2, variants=True)
+    assert "MindSpore MINDIR, BN folded" in infer and "MindSpore graph, jit_level O2" not in infer
+    assert infer["MindSpore graph, no fast path"]["isa"] == "default"
+    assert all(spec["batch"] == 1 for spec in infer.values())
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--steps", "0"], "--steps must be at least 1"),
-    (["--isa", "AVX9"], "invalid choice"),
+    (["--modes", "export"], "invalid choice"),
 ])
 def test_bad_arguments_exit_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

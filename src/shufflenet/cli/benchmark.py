@@ -1,11 +1,14 @@
 """Training and inference throughput of this project against PyTorch eager, side by side.
 
-Every contender runs in a worker process of its own (`shufflenet.utils.timing`); the workers of
-one workload stay alive together and are asked in turn for a few steps per round, so they see
-the same machine load. Reported per contender: median images/s, the median over rounds of its
-time ratio against PyTorch in the same round, first-step time (graph compile for MindSpore),
-peak RSS, and achieved GFLOP/s (2 x multiply-adds per image; training counted as 3 x forward)
-with its share of the machine's fp32 GEMM rate measured in the same run.
+MindSpore runs with this project's CPU fast path (`shufflenet.utils.cpu`: oneDNN capped at AVX2,
+one kernel thread per CPU) unless a row says otherwise; PyTorch runs as installed, with the same
+thread count. Every contender runs in a worker process of its own (`shufflenet.utils.timing`);
+the workers of one workload stay alive together and are asked in turn for a few steps per
+round, so they see the same machine load. Reported per contender: median images/s, the median
+over rounds of its time ratio against PyTorch in the same round, CPU cores kept busy (process
+CPU time over wall time), first-step time (graph compile for MindSpore), peak RSS, and achieved
+GFLOP/s (2 x multiply-adds per image; training counted as 3 x forward) with its share of the
+machine's fp32 GEMM rate measured in the same run.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from ..utils.cpu import ONEDNN_ISA_ENV, ONEDNN_ISAS, usable_cpus
+from ..utils.cpu import ONEDNN_ISA_ENV, usable_cpus
 
 #: (model, image size, batch, mode): the workloads of the full run, as issue 7 lists them.
 WORKLOADS = (
@@ -32,24 +35,34 @@ WORKLOADS = (
     ("shufflenet_v1_g3_x1_0", 32, 64, "infer"),
     ("shufflenet_v1_g3_x1_0", 224, 1, "infer"),
 )
+#: The workload on which every variant tried runs too.
+MAIN_WORKLOAD = ("shufflenet_v1_g3_x1_0", 224, 16)
 #: Workloads of `--quick`: a few minutes in all.
 QUICK_WORKLOADS = (
     ("shufflenet_v1_g3_x1_0", 32, 64, "train"),
     ("shufflenet_v1_g3_x1_0", 224, 16, "infer"),
 )
-#: Label -> worker spec fields of the MindSpore contenders. Those in `ALWAYS` run on every
-#: workload; the others are the variants tried, run on 1.0x at 224 px, batch 16.
-MINDSPORE_VARIANTS = {
+#: The oneDNN instruction-set cap of this project's CPU fast path (`shufflenet.utils.cpu`).
+FAST_ISA = "AVX2"
+#: Label -> worker spec of each contender. MindSpore runs with the fast path unless a variant
+#: says otherwise; PyTorch runs as its users run it. `ALWAYS` run on every workload; the other
+#: variants (what was tried) run on 1.0x at 224 px, batch 16.
+CONTENDERS = {
     "MindSpore graph": {"kind": "mindspore"},
+    "MindSpore MINDIR (GraphCell)": {"kind": "mindir", "only": "infer"},
+    "MindSpore MINDIR, BN folded": {"kind": "mindir", "fold_bn": True, "only": "infer"},
+    "MindSpore graph, no fast path": {"kind": "mindspore", "isa": "default", "threads": 0},
+    "MindSpore graph, no fast path, split GroupConv": {
+        "kind": "mindspore", "isa": "default", "threads": 0, "group_conv": "split"},
     "MindSpore graph, split GroupConv": {"kind": "mindspore", "group_conv": "split"},
     "MindSpore graph, symmetric pools": {"kind": "mindspore", "pool_padding": "symmetric"},
     "MindSpore graph, jit_level O2": {"kind": "mindspore", "jit_level": "O2", "only": "train"},
     "MindSpore graph, graph-kernel fusion": {"kind": "mindspore", "graph_kernel": True, "only": "train"},
     "MindSpore graph, 25 threads (its default)": {"kind": "mindspore", "threads": 0, "only": "train"},
-    "MindSpore MINDIR (GraphCell)": {"kind": "mindir", "only": "infer"},
-    "MindSpore MINDIR, BN folded": {"kind": "mindir", "fold_bn": True, "only": "infer"},
+    "PyTorch eager, oneDNN capped at AVX2": {"kind": "torch", "isa": FAST_ISA},
+    "PyTorch eager": {"kind": "torch", "isa": "default"},
 }
-ALWAYS = ("MindSpore graph", "MindSpore MINDIR (GraphCell)", "MindSpore MINDIR, BN folded")
+ALWAYS = ("MindSpore graph", "MindSpore MINDIR (GraphCell)", "MindSpore MINDIR, BN folded", "PyTorch eager")
 PEER = "PyTorch eager"
 GEMM_SIZE = 1024
 
@@ -61,6 +74,7 @@ class Result:
     label: str
     spec: dict
     times: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
     first_step_s: float = 0.0
     peak_rss_mb: float = 0.0
     ratios: list[float] = field(default_factory=list)
@@ -100,7 +114,7 @@ class Worker:
 
 
 def worker_env(isa: str) -> dict[str, str]:
-    """The environment of a worker: oneDNN capped at `isa` (both frameworks), BLAS threads pinned."""
+    """The environment of a worker: oneDNN capped at `isa`, or left to its own choice."""
     env = dict(os.environ)
     env.pop(ONEDNN_ISA_ENV, None)
     if isa != "default":
@@ -108,15 +122,15 @@ def worker_env(isa: str) -> dict[str, str]:
     return env
 
 
-def run_workload(contenders: dict[str, dict], env: dict[str, str], rounds: int, steps: int,
-                 log_dir: str) -> list[Result]:
-    """Start every contender, then time them in turn, `steps` steps each, for `rounds` rounds."""
+def run_workload(contenders: dict[str, dict], rounds: int, steps: int, log_dir: str) -> list[Result]:
+    """Start every contender, then time them in turn, `steps` steps each (after one untimed), for
+    `rounds` rounds; each round's ratios against the PyTorch peer compare steps timed side by side."""
     results, workers = [], {}
     for label, spec in contenders.items():
         result = Result(label, spec)
         results.append(result)
         try:
-            worker = Worker(spec, env, log_dir)
+            worker = Worker(spec, worker_env(spec.get("isa", "default")), log_dir)
             ready = worker.ask()
             result.first_step_s = ready["first_step_s"]
             workers[label] = (worker, result)
@@ -126,7 +140,11 @@ def run_workload(contenders: dict[str, dict], env: dict[str, str], rounds: int, 
         medians = {}
         for label, (worker, result) in list(workers.items()):
             try:
-                times = worker.ask(f"run {steps}")["times"]
+                # The first step after waiting for the others is not timed: a process resuming
+                # from idle (sleeping thread pools, reclaimed pages) runs it slowly.
+                answer = worker.ask(f"run {steps + 1}")
+                times = answer["times"][1:]
+                result.cpu_s.extend(answer["cpu_s"][1:])
             except RuntimeError as err:
                 result.error = str(err)
                 del workers[label]
@@ -142,29 +160,26 @@ def run_workload(contenders: dict[str, dict], env: dict[str, str], rounds: int, 
 
 
 def measure_gemm(env: dict[str, str], threads: int, log_dir: str) -> float:
-    """The machine's fp32 GEMM rate in GFLOP/s (numpy BLAS, `threads` threads, best of 5)."""
+    """The machine's fp32 GEMM rate in GFLOP/s (numpy BLAS, `threads` threads, best of 10)."""
     env = {**env, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
     worker = Worker({"kind": "gemm", "gemm_size": GEMM_SIZE}, env, log_dir)
     worker.ask()
-    best = min(worker.ask("run 5")["times"])
+    best = min(worker.ask("run 10")["times"])
     worker.close()
     return 2 * GEMM_SIZE**3 / best / 1e9
 
 
 def workload_contenders(model: str, size: int, batch: int, mode: str, threads: int,
-                        variants: tuple[str, ...] = ()) -> dict[str, dict]:
-    """Worker specs for one workload: MindSpore, the named variants, MINDIR, the PyTorch peer."""
+                        variants: bool = False) -> dict[str, dict]:
+    """Worker specs of one workload: every contender in `ALWAYS`, plus the variants if asked."""
     from ..models import model_arch
 
     arch = model_arch(model)
     base = {"model": model, "groups": arch["groups"], "width": arch["width"], "image_size": size,
-            "batch": batch, "mode": mode, "threads": threads, "num_classes": 1000}
-    labels = [label for label in MINDSPORE_VARIANTS if label in (*ALWAYS, *variants)]
-    labels = [label for label in labels if MINDSPORE_VARIANTS[label].get("only", mode) == mode]
-    contenders = {label: {**base, **MINDSPORE_VARIANTS[label]} for label in labels}
-    contenders[PEER] = {**base, "kind": "torch"}
-    return contenders
+            "batch": batch, "mode": mode, "threads": threads, "num_classes": 1000, "isa": FAST_ISA}
+    return {label: {**base, **spec} for label, spec in CONTENDERS.items()
+            if (variants or label in ALWAYS) and spec.get("only", mode) == mode}
 
 
 def forward_macs(model: str, size: int) -> int:
@@ -187,6 +202,7 @@ def summarise(result: Result, macs: int, gemm_gflops: float) -> dict:
     row.update({
         "median_step_s": step_s,
         "images_per_s": spec["batch"] / step_s,
+        "cores_busy": sum(result.cpu_s) / sum(result.times),
         "vs_pytorch": statistics.median(result.ratios) if result.ratios else None,
         "gflops": flops / step_s / 1e9,
         "gemm_share": flops / step_s / 1e9 / gemm_gflops,
@@ -220,11 +236,12 @@ def machine_description(threads: int) -> dict:
 def format_markdown(rows: list[dict], machine: dict) -> str:
     lines = [
         f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, {machine['threads']} "
-        f"threads for both frameworks; MindSpore {machine['mindspore']}, PyTorch {machine['torch']}; "
+        f"threads for both frameworks; MindSpore {machine['mindspore']} with the CPU fast path (oneDNN "
+        f"capped at {FAST_ISA}) unless a row says otherwise, PyTorch {machine['torch']} as installed; "
         f"fp32 GEMM {machine['gemm_gflops']:.0f} GFLOP/s; load average "
         f"{machine['load_average_start'][0]:.1f} at start, {machine['load_average_end'][0]:.1f} at end.",
         "",
-        "| workload | oneDNN ISA | contender | images/s | vs PyTorch | first step s | peak RSS MB "
+        "| workload | contender | images/s | vs PyTorch | cores busy | first step s | peak RSS MB "
         "| GFLOP/s | of GEMM |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -233,12 +250,11 @@ def format_markdown(rows: list[dict], machine: dict) -> str:
         workload = (f"{spec['mode']} {spec['model'].replace('shufflenet_v1_', '')} "
                     f"{spec['image_size']}px b{spec['batch']}")
         if r.get("error"):
-            lines.append(f"| {workload} | {r['isa']} | {r['contender']} | failed: {r['error'][:80]} "
-                         "| | | | | |")
+            lines.append(f"| {workload} | {r['contender']} | failed: {r['error'][:80]} | | | | | | |")
             continue
         ratio = f"{r['vs_pytorch']:.2f}x" if r.get("vs_pytorch") is not None else ""
         lines.append(
-            f"| {workload} | {r['isa']} | {r['contender']} | {r['images_per_s']:.1f} | {ratio} | "
+            f"| {workload} | {r['contender']} | {r['images_per_s']:.1f} | {ratio} | {r['cores_busy']:.1f} | "
             f"{r['first_step_s']:.1f} | {r['peak_rss_mb']:,} | {r['gflops']:.1f} | "
             f"{100 * r['gemm_share']:.0f} % |"
         )
@@ -252,18 +268,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", metavar="NAME",
                         help="only workloads of these models (default: those of issue 7)")
     parser.add_argument("--modes", nargs="+", choices=("train", "infer"), default=["train", "infer"])
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds (default 4; 2 with --quick)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per contender per round")
     parser.add_argument("--threads", type=int, default=usable_cpus(),
                         help="threads for both frameworks (default: the CPUs this process may use)")
-    parser.add_argument("--isa", nargs="+", default=["AVX2", "default"], choices=ONEDNN_ISAS,
-                        help="oneDNN instruction-set caps to run, applied to both frameworks")
     parser.add_argument("--no-variants", action="store_true",
-                        help="skip the MindSpore variants (split GroupConv, pools, jit, threads)")
+                        help="skip the variants tried (no fast path, split GroupConv, pools, jit, ...)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
     if args.rounds is None:
-        args.rounds = 2 if args.quick else 3
+        args.rounds = 2 if args.quick else 4
     for name in ("rounds", "steps", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -283,22 +298,6 @@ def selected_workloads(args: argparse.Namespace) -> list[tuple[str, int, int, st
     return [w for w in workloads if w[3] in args.modes]
 
 
-def choose_variants(args: argparse.Namespace, isa_index: int, model: str, size: int,
-                    batch: int) -> tuple[str, ...] | None:
-    """MindSpore variants for a workload, or None to skip it.
-
-    Every variant runs on 1.0x at 224 px, batch 16, under the first ISA setting; later settings
-    (slow without the cap) run only 1.0x, with the split GroupConv at 224 px, batch 16.
-    """
-    main_workload = model.endswith("x1_0") and size == 224 and batch == 16
-    if isa_index == 0:
-        quiet = args.quick or args.no_variants or not main_workload
-        return () if quiet else tuple(MINDSPORE_VARIANTS)
-    if not model.endswith("x1_0") and not args.models:
-        return None
-    return ("MindSpore graph, split GroupConv",) if main_workload and not args.no_variants else ()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -312,25 +311,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     machine = machine_description(args.threads)
-    rows, started = [], time.perf_counter()
+    results, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shufflenet-bench-") as log_dir:
         machine["gemm_gflops"] = measure_gemm(worker_env("default"), args.threads, log_dir)
         macs = {}
-        for isa_index, isa in enumerate(args.isa):
-            env = worker_env(isa)
-            for model, size, batch, mode in workloads:
-                variants = choose_variants(args, isa_index, model, size, batch)
-                if variants is None:
-                    continue
-                contenders = workload_contenders(model, size, batch, mode, args.threads, variants)
-                print(f"[{time.perf_counter() - started:5.0f} s] {mode} {model} {size}px b{batch} "
-                      f"ISA {isa}: {', '.join(contenders)}", file=sys.stderr, flush=True)
-                if (model, size) not in macs:
-                    macs[model, size] = forward_macs(model, size)
-                for result in run_workload(contenders, env, args.rounds, args.steps, log_dir):
-                    rows.append({"isa": isa, **summarise(result, macs[model, size], machine["gemm_gflops"])})
+        for model, size, batch, mode in workloads:
+            variants = not (args.quick or args.no_variants) and (model, size, batch) == MAIN_WORKLOAD
+            contenders = workload_contenders(model, size, batch, mode, args.threads, variants)
+            print(f"[{time.perf_counter() - started:5.0f} s] {mode} {model} {size}px b{batch}: "
+                  f"{', '.join(contenders)}", file=sys.stderr, flush=True)
+            if (model, size) not in macs:
+                macs[model, size] = forward_macs(model, size)
+            results.extend((result, macs[model, size]) for result in
+                           run_workload(contenders, args.rounds, args.steps, log_dir))
+        # The machine's rate is the better of two measurements, one before and one after.
+        machine["gemm_gflops_end"] = measure_gemm(worker_env("default"), args.threads, log_dir)
     machine["load_average_end"] = list(os.getloadavg())
     machine["wall_s"] = round(time.perf_counter() - started)
+    machine["gemm_gflops"] = max(machine["gemm_gflops"], machine.pop("gemm_gflops_end"))
+    rows = [summarise(result, image_macs, machine["gemm_gflops"]) for result, image_macs in results]
     command = "shufflenet benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
     report = {"command": command.strip(), "machine": machine, "results": rows}
     print(format_markdown(rows, machine))

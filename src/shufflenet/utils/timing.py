@@ -7,8 +7,9 @@ The parent (`shufflenet benchmark`) keeps every worker of a workload alive and a
 for a few steps, so the contenders are timed side by side under the same machine load.
 
 Protocol, one JSON object per line: the worker prints `{"ready": ..., "first_step_s": ...}` once
-built and run once; then reads `run N` and answers `{"times": [...]}` (seconds per step), and
-reads `quit` and answers `{"peak_rss_mb": ...}`.
+built and run once; then reads `run N` and answers `{"times": [...], "cpu_s": [...]}` (wall
+and CPU seconds of each step, CPU summed over threads), and reads `quit` and answers
+`{"peak_rss_mb": ...}`.
 """
 from __future__ import annotations
 
@@ -162,12 +163,13 @@ def serve(spec: dict) -> None:
     for line in sys.stdin:
         command = line.split()
         if command and command[0] == "run":
-            times = []
+            times, cpu_s = [], []
             for _ in range(int(command[1])):
-                begin = time.perf_counter()
+                begin, cpu_begin = time.perf_counter(), time.process_time()
                 step()
                 times.append(time.perf_counter() - begin)
-            _answer({"times": times})
+                cpu_s.append(time.process_time() - cpu_begin)
+            _answer({"times": times, "cpu_s": cpu_s})
         elif command and command[0] == "quit":
             break
     _answer({"peak_rss_mb": peak_rss_mb()})
