@@ -8,8 +8,11 @@ import pytest
 
 @pytest.fixture(autouse=True, scope="session")
 def _graph_mode_on_cpu():
+    from shufflenet.utils.cpu import configure_cpu
+
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
+    configure_cpu()  # what every command does on CPU
 
 
 def fill_deterministic(net, seed: int = 0) -> None:

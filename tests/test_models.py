@@ -206,4 +206,5 @@ def test_golden_logits(name):
         GOLDEN.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
         pytest.skip("golden logits updated")
     expected = np.array(json.loads(GOLDEN.read_text())[name], dtype=np.float32)
-    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    # Relative to the largest logit: kernels (oneDNN ISA, thread count) sum in other orders.
+    assert np.abs(logits - expected).max() <= 1e-5 * np.abs(expected).max()

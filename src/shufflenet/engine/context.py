@@ -5,12 +5,14 @@ import os
 
 import mindspore as ms
 
+from ..utils.cpu import configure_cpu
 from .trainer import Ranks
 
 
 def setup_context(device_target: str, distributed: bool = False) -> Ranks:
-    """Graph mode (PyNative is 4-7x slower on CPU); `init()` and DATA_PARALLEL with averaged
-    gradients when distributed. Call once per process, from a command's `main`."""
+    """Graph mode (PyNative is 4-7x slower on CPU), the CPU fast path on CPU; `init()` and
+    DATA_PARALLEL with averaged gradients when distributed. Call once per process, from a
+    command's `main`, before any network runs."""
     device_id = os.environ.get("DEVICE_ID")  # set per process by rank-table launchers
     try:
         if device_id is not None and device_target != "CPU":
@@ -26,6 +28,8 @@ def setup_context(device_target: str, distributed: bool = False) -> Ranks:
             "--device-target CPU"
         ) from None
     ms.set_context(mode=ms.GRAPH_MODE)
+    if device_target == "CPU":
+        configure_cpu()  # oneDNN's AVX2 kernels and one thread per core: see utils/cpu.py
     if not distributed:
         return Ranks()
     from mindspore.communication import get_group_size, get_local_rank, get_rank, init
