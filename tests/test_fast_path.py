@@ -146,7 +146,10 @@ def test_folded_batchnorm_matches_the_network_it_came_from(tmp_path):
     ms.load_checkpoint(str(tmp_path / "net.ckpt"), deployed, strict_load=True)
     fold_batchnorm(deployed)
     images = image_batch(2, 64)
-    np.testing.assert_allclose(deployed(images).asnumpy(), trained(images).asnumpy(), rtol=1e-4, atol=1e-5)
+    expected = trained(images).asnumpy()
+    # Folding reorders float rounding: compare relative to the largest logit, as the goldens do.
+    np.testing.assert_allclose(deployed(images).asnumpy(), expected, rtol=0,
+                               atol=1e-5 * float(np.abs(expected).max()))
     names = [p.name for p in deployed.get_parameters()]
     assert len(names) == len(set(names)) and not any("moving_" in n for n in names)
     assert {p.name: p.shape for p in trained.get_parameters()} == layout
