@@ -10,6 +10,7 @@ COMMANDS = {
     "benchmark": ("benchmark", "training and inference images/s against PyTorch eager, side by side"),
     "train": ("train", "train a model (no arguments: the CPU demo on the bundled digits)"),
     "eval": ("eval", "top-1, top-5 and loss of a .ckpt or .mindir on a validation set"),
+    "data-benchmark": ("data_benchmark", "images/s of the input pipelines at 224 and 32"),
     "export": ("export", "export a checkpoint to MINDIR, AIR or ONNX, verified, with a sidecar JSON"),
     "predict": ("predict", "top-5 classes of image files with a .mindir, .onnx or .ckpt"),
     "convert": ("convert", "import Megvii's PyTorch or the MindSpore zoo's weights as a checkpoint"),
@@ -19,7 +20,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        lines = [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+        lines = [f"  {name:<15} {text}" for name, (_, text) in COMMANDS.items()]
         print("usage: shufflenet <command> [options]\n\ncommands:\n" + "\n".join(lines))
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr)

@@ -153,7 +153,7 @@ def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | N
         start_epoch, best_top1 = _restore(net, optimizer, resume_params, resume_from, config, info.steps)
         log(f"resumed from {resume_from} at epoch {start_epoch}")
     if ranks.size > 1:
-        _check_ranks_agree(start_epoch)
+        _check_ranks_agree(start_epoch, ranks.size)
     if ranks.is_main:
         save_config(config, out / "config.yaml")
     log(f"{config.model}: {info.kind} ({len(train_src)} train / {len(val_src)} val images, "
@@ -283,17 +283,18 @@ def _iterate(dataset):
         yield from dataset.create_tuple_iterator(num_epochs=1)
 
 
-def _check_ranks_agree(start_epoch: int) -> None:
-    """Every rank must resume from the same epoch, or the collectives would hang."""
-    from mindspore import ops
+def _check_ranks_agree(start_epoch: int, size: int) -> None:
+    """Every rank must resume from the same epoch, or the collectives would hang.
 
-    value = ms.Tensor(np.array([start_epoch], np.float32))
-    low, high = ops.AllReduce(ops.ReduceOp.MIN)(value), ops.AllReduce(ops.ReduceOp.MAX)(value)
-    if int(low.asnumpy()[0]) != int(high.asnumpy()[0]):
+    MindSpore's CPU AllReduce only sums, so the ranks compare sum and sum of squares: all
+    values are equal exactly when size * sum(x^2) == sum(x)^2, the same verdict on every rank.
+    """
+    total, squares = all_reduce_sum(np.array([start_epoch, start_epoch**2], np.float64))
+    if size * squares != total**2:
         raise CheckpointError(
-            f"ranks would resume from different epochs ({int(low.asnumpy()[0])} to "
-            f"{int(high.asnumpy()[0])}): every rank must see the same --output-dir (shared "
-            "storage) or be given the same --resume file")
+            f"ranks would resume from different epochs (this one: {start_epoch}, mean "
+            f"{total / size:g}): every rank must see the same --output-dir (shared storage) or be "
+            "given the same --resume file")
 
 
 def _append_csv(path: Path, row: dict) -> None:
