@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> dict:
         num_classes, image_size = len(sidecar["class_names"]), sidecar["image_size"]
         preprocessing = sidecar["preprocessing"]["name"]
         fixed_batch = sidecar["input_shape"][0]
+        if args.image_size not in (None, image_size):
+            raise ValueError(f"{model_file} was exported for {image_size}px inputs; drop --image-size "
+                             "or re-export it at the size you need")
     if num_classes != len(source.class_names):
         raise ValueError(f"{model_file} predicts {num_classes} classes but the dataset has "
                          f"{len(source.class_names)}; evaluate on the dataset it was trained for")
