@@ -94,6 +94,12 @@ def test_predict_exit_status_is_zero_when_every_file_is_an_image(model, images, 
     assert len(_parse(capsys.readouterr().out)[str(paths[0])]) == 2
 
 
+def test_predict_refuses_checkpoint_flags_for_an_exported_file(model, images, capsys):
+    _, _, mindir = model
+    assert predict_main([str(mindir), str(images[1][0]), "--image-size", "64"]) == 1
+    assert "--image-size apply to checkpoints" in capsys.readouterr().err
+
+
 def test_predict_without_a_sidecar_says_what_is_missing(model, images, tmp_path, capsys):
     _, _, mindir = model
     lonely = tmp_path / "lonely.mindir"

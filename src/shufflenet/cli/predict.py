@@ -122,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         if model_file.suffix.lower() == ".ckpt":
             model = load_checkpoint_model(model_file, args)
         elif model_file.suffix.lower() in (".mindir", ".onnx"):
+            given = [f"--{k.replace('_', '-')}" for k in ("model", "num_classes", "pool_padding",
+                                                          "classifier_bias", "image_size")
+                     if getattr(args, k, None) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to checkpoints; {model_file.name} is "
+                                 "used as exported (its sidecar records all of that)")
             model = load_exported(model_file, args.batch_size)
         else:
             raise ValueError(f"{model_file}: expected a .mindir, .onnx or .ckpt file")
