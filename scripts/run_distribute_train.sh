@@ -16,11 +16,8 @@
 #                       DEVICE_ID set, instead of msrun (--master_*, --timeout unused)
 set -euo pipefail
 
-usage() {
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
-    exit 2
-}
-fail() { echo "error: $*" >&2; exit 2; }
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
 
 nodes=1 node_rank=0 master_addr=127.0.0.1 master_port=8118 timeout=600 rank_table=""
 log_dir=$PWD/logs/distribute_train
@@ -38,28 +35,17 @@ while [ $# -gt 0 ]; do
 done
 [ ${#positional[@]} -ge 2 ] && [ ${#positional[@]} -le 3 ] || usage
 device_num=${positional[0]}
-data_path=${positional[1]}
-config=${positional[2]:-imagenet_ascend}
+config=$(resolve_config "${positional[2]:-imagenet_ascend}")
 for value in "$device_num" "$nodes" "$node_rank" "$master_port" "$timeout"; do
     [[ "$value" =~ ^[0-9]+$ ]] || fail "expected a whole number, got '$value'"
 done
 [ "$device_num" -ge 1 ] || fail "DEVICE_NUM must be at least 1"
 [ "$node_rank" -lt "$nodes" ] || fail "--node_rank must be below --nodes ($nodes)"
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-data_args=()
-if [ "$data_path" != "none" ]; then
-    data_path=$(realpath -m "$data_path")
-    [ -d "$data_path" ] || fail "DATA_PATH $data_path is not a folder"
-    data_args=(--data-path "$data_path")
-fi
-if [[ "$config" == *.yaml || "$config" == *.yml ]]; then
-    config=$(realpath -m "$config")
-    [ -f "$config" ] || fail "CONFIG $config does not exist"
-fi
+set_data_args "${positional[1]}"
 log_dir=$(realpath -m "$log_dir")
 mkdir -p "$log_dir"
-train=(python "$root/train.py" --config "$config" --distributed "${data_args[@]}" "$@")
+train=(python "$ROOT/train.py" --config "$config" --distributed "${DATA_ARGS[@]}" "$@")
 
 if [ -z "$rank_table" ]; then
     echo "msrun: $((device_num * nodes)) ranks ($device_num on this node), logs in $log_dir"

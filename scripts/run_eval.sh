@@ -7,32 +7,22 @@
 # (default) for the bundled digits. Results: one line on stdout and a JSON next to MODEL_FILE.
 set -euo pipefail
 
-usage() {
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
-    exit 2
-}
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
 
 positional=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-    case "$1" in -h|--help) usage ;; -*) echo "error: unknown option $1" >&2; usage ;; esac
+    case "$1" in -h|--help) usage ;; -*) fail "unknown option $1 (see --help)" ;; esac
     positional+=("$1"); shift
 done
 [ "${1:-}" = "--" ] && shift
 [ ${#positional[@]} -ge 1 ] && [ ${#positional[@]} -le 2 ] || usage
 model_file=$(realpath -m "${positional[0]}")
-data_path=${positional[1]:-none}
-root=$(cd "$(dirname "$0")/.." && pwd)
-
-[ -f "$model_file" ] || { echo "error: MODEL_FILE $model_file does not exist" >&2; exit 2; }
+[ -f "$model_file" ] || fail "MODEL_FILE $model_file does not exist"
 case "$model_file" in
     *.ckpt) source_args=(--ckpt "$model_file") ;;
     *.mindir) source_args=(--mindir "$model_file") ;;
-    *) echo "error: MODEL_FILE must end in .ckpt or .mindir" >&2; exit 2 ;;
+    *) fail "MODEL_FILE must end in .ckpt or .mindir" ;;
 esac
-data_args=()
-if [ "$data_path" != "none" ]; then
-    data_path=$(realpath -m "$data_path")
-    [ -d "$data_path" ] || { echo "error: DATA_PATH $data_path is not a folder" >&2; exit 2; }
-    data_args=(--data-path "$data_path")
-fi
-python "$root/eval.py" "${source_args[@]}" "${data_args[@]}" "$@"
+set_data_args "${positional[1]:-none}"
+python "$ROOT/eval.py" "${source_args[@]}" "${DATA_ARGS[@]}" "$@"

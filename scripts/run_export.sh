@@ -9,17 +9,14 @@
 # is written next to the exported file. Extra export.py flags can follow after "--".
 set -euo pipefail
 
-usage() {
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
-    exit 2
-}
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
 
 positional=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do positional+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 [ ${#positional[@]} -ge 1 ] && [ ${#positional[@]} -le 4 ] || usage
 [ "${positional[0]}" != "-h" ] && [ "${positional[0]}" != "--help" ] || usage
-root=$(cd "$(dirname "$0")/.." && pwd)
 ckpt=$(realpath -m "${positional[0]}")
 format=${positional[1]:-MINDIR}
 batch_size=${positional[2]:-1}
@@ -33,5 +30,5 @@ esac
 [[ "$batch_size" =~ ^([0-9]+|dynamic)$ ]] || { echo "error: BATCH_SIZE must be a number or 'dynamic'" >&2; usage; }
 mkdir -p "$(dirname "$file_name")"
 
-python "$root/export.py" --ckpt "$ckpt" --format "${format^^}" --batch-size "$batch_size" \
+python "$ROOT/export.py" --ckpt "$ckpt" --format "${format^^}" --batch-size "$batch_size" \
     --file-name "$file_name" "$@"

@@ -8,32 +8,18 @@
 # goes to ./logs/standalone_train/train.log as well as the terminal.
 set -euo pipefail
 
-usage() {
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
-    exit 2
-}
+# shellcheck source=common.sh
+source "$(dirname "$0")/common.sh"
 
 positional=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-    case "$1" in -h|--help) usage ;; -*) echo "error: unknown option $1" >&2; usage ;; esac
+    case "$1" in -h|--help) usage ;; -*) fail "unknown option $1 (see --help)" ;; esac
     positional+=("$1"); shift
 done
 [ "${1:-}" = "--" ] && shift
 [ ${#positional[@]} -le 2 ] || usage
-data_path=${positional[0]:-none}
-config=${positional[1]:-digits_cpu}
-root=$(cd "$(dirname "$0")/.." && pwd)
-
-data_args=()
-if [ "$data_path" != "none" ]; then
-    data_path=$(realpath -m "$data_path")
-    [ -d "$data_path" ] || { echo "error: DATA_PATH $data_path is not a folder" >&2; exit 2; }
-    data_args=(--data-path "$data_path")
-fi
-if [[ "$config" == *.yaml || "$config" == *.yml ]]; then
-    config=$(realpath -m "$config")
-    [ -f "$config" ] || { echo "error: CONFIG $config does not exist" >&2; exit 2; }
-fi
+set_data_args "${positional[0]:-none}"
+config=$(resolve_config "${positional[1]:-digits_cpu}")
 log_dir=$PWD/logs/standalone_train
 mkdir -p "$log_dir"
-python "$root/train.py" --config "$config" "${data_args[@]}" "$@" 2>&1 | tee "$log_dir/train.log"
+python "$ROOT/train.py" --config "$config" "${DATA_ARGS[@]}" "$@" 2>&1 | tee "$log_dir/train.log"

@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("src and dst are the same file; choose another output path")
         source = args.source or guess_source(src)
         names = read_class_names(args.class_names)
-        import mindspore as ms
+        from ..engine.context import setup_context
 
-        ms.set_context(mode=ms.GRAPH_MODE)
+        setup_context()
         from ..export import convert
 
         if source == "megvii":

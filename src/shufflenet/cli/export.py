@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..engine.config import DEVICES
+from ..engine.context import setup_context
 from ..export.exporter import (
     DYNAMIC_BATCH,
     FORMATS,
@@ -99,11 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        import mindspore as ms
-
-        ms.set_context(mode=ms.GRAPH_MODE)
-        if args.device_target:
-            ms.set_context(device_target=args.device_target)
+        setup_context(args.device_target)
         check_export_request(args.format, args.batch_size, args.image_size or 224)
         from ..export.loading import load_network
 

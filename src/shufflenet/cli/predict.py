@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         files = list_images(args.images)
         if not files:
             raise ValueError(f"no files found in {', '.join(args.images)}")
-        import mindspore as ms
+        from ..engine.context import setup_context
 
-        ms.set_context(mode=ms.GRAPH_MODE)
+        setup_context()
         if model_file.suffix.lower() == ".ckpt":
             model = load_checkpoint_model(model_file, args)
         elif model_file.suffix.lower() in (".mindir", ".onnx"):

@@ -9,10 +9,11 @@ from ..utils.cpu import configure_cpu
 from .trainer import Ranks
 
 
-def setup_context(device_target: str, distributed: bool = False) -> Ranks:
+def setup_context(device_target: str | None = None, distributed: bool = False) -> Ranks:
     """Graph mode (PyNative is 4-7x slower on CPU), the CPU fast path on CPU; `init()` and
     DATA_PARALLEL with averaged gradients when distributed. Call once per process, from a
-    command's `main`, before any network runs."""
+    command's `main`, before any network runs. `None` keeps MindSpore's default device."""
+    device_target = device_target or ms.get_context("device_target")
     device_id = os.environ.get("DEVICE_ID")  # set per process by rank-table launchers
     try:
         if device_id is not None and device_target != "CPU":
