@@ -32,3 +32,15 @@ resolve_config() {
 }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# POSITIONAL: the arguments before "--" (no options allowed); PASSED: those after it.
+# Usage text on -h/--help, an error on any other option.
+split_args() {
+    POSITIONAL=() PASSED=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+        case "$1" in -h|--help) usage ;; -*) fail "unknown option $1 (see --help)" ;; esac
+        POSITIONAL+=("$1"); shift
+    done
+    [ "${1:-}" = "--" ] && shift
+    PASSED=("$@")
+}

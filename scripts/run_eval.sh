@@ -10,19 +10,14 @@ set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
-positional=()
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-    case "$1" in -h|--help) usage ;; -*) fail "unknown option $1 (see --help)" ;; esac
-    positional+=("$1"); shift
-done
-[ "${1:-}" = "--" ] && shift
-[ ${#positional[@]} -ge 1 ] && [ ${#positional[@]} -le 2 ] || usage
-model_file=$(realpath -m "${positional[0]}")
+split_args "$@"
+[ ${#POSITIONAL[@]} -ge 1 ] && [ ${#POSITIONAL[@]} -le 2 ] || usage
+model_file=$(realpath -m "${POSITIONAL[0]}")
 [ -f "$model_file" ] || fail "MODEL_FILE $model_file does not exist"
 case "$model_file" in
     *.ckpt) source_args=(--ckpt "$model_file") ;;
     *.mindir) source_args=(--mindir "$model_file") ;;
     *) fail "MODEL_FILE must end in .ckpt or .mindir" ;;
 esac
-set_data_args "${positional[1]:-none}"
-python "$ROOT/eval.py" "${source_args[@]}" "${DATA_ARGS[@]}" "$@"
+set_data_args "${POSITIONAL[1]:-none}"
+python "$ROOT/eval.py" "${source_args[@]}" "${DATA_ARGS[@]}" "${PASSED[@]}"

@@ -12,23 +12,20 @@ set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
-positional=()
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do positional+=("$1"); shift; done
-[ "${1:-}" = "--" ] && shift
-[ ${#positional[@]} -ge 1 ] && [ ${#positional[@]} -le 4 ] || usage
-[ "${positional[0]}" != "-h" ] && [ "${positional[0]}" != "--help" ] || usage
-ckpt=$(realpath -m "${positional[0]}")
-format=${positional[1]:-MINDIR}
-batch_size=${positional[2]:-1}
-file_name=$(realpath -m "${positional[3]:-${ckpt%.ckpt}}")
+split_args "${PASSED[@]}"
+[ ${#POSITIONAL[@]} -ge 1 ] && [ ${#POSITIONAL[@]} -le 4 ] || usage
+ckpt=$(realpath -m "${POSITIONAL[0]}")
+format=${POSITIONAL[1]:-MINDIR}
+batch_size=${POSITIONAL[2]:-1}
+file_name=$(realpath -m "${POSITIONAL[3]:-${ckpt%.ckpt}}")
 
-[ -f "$ckpt" ] || { echo "error: checkpoint $ckpt does not exist" >&2; exit 1; }
+[ -f "$ckpt" ] || fail "checkpoint $ckpt does not exist"
 case "${format^^}" in
     MINDIR|ONNX|AIR) ;;
-    *) echo "error: FORMAT must be MINDIR, ONNX or AIR, got $format" >&2; usage ;;
+    *) fail "FORMAT must be MINDIR, ONNX or AIR, got $format" ;;
 esac
-[[ "$batch_size" =~ ^([0-9]+|dynamic)$ ]] || { echo "error: BATCH_SIZE must be a number or 'dynamic'" >&2; usage; }
+[[ "$batch_size" =~ ^([0-9]+|dynamic)$ ]] || fail "BATCH_SIZE must be a number or 'dynamic'"
 mkdir -p "$(dirname "$file_name")"
 
 python "$ROOT/export.py" --ckpt "$ckpt" --format "${format^^}" --batch-size "$batch_size" \
-    --file-name "$file_name" "$@"
+    --file-name "$file_name" "${PASSED[@]}"

@@ -11,15 +11,10 @@ set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
-positional=()
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-    case "$1" in -h|--help) usage ;; -*) fail "unknown option $1 (see --help)" ;; esac
-    positional+=("$1"); shift
-done
-[ "${1:-}" = "--" ] && shift
-[ ${#positional[@]} -le 2 ] || usage
-set_data_args "${positional[0]:-none}"
-config=$(resolve_config "${positional[1]:-digits_cpu}")
+split_args "$@"
+[ ${#POSITIONAL[@]} -le 2 ] || usage
+set_data_args "${POSITIONAL[0]:-none}"
+config=$(resolve_config "${POSITIONAL[1]:-digits_cpu}")
 log_dir=$PWD/logs/standalone_train
 mkdir -p "$log_dir"
-python "$ROOT/train.py" --config "$config" "${DATA_ARGS[@]}" "$@" 2>&1 | tee "$log_dir/train.log"
+python "$ROOT/train.py" --config "$config" "${DATA_ARGS[@]}" "${PASSED[@]}" 2>&1 | tee "$log_dir/train.log"
