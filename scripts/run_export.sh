@@ -12,7 +12,7 @@ set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
-split_args "${PASSED[@]}"
+split_args "$@"
 [ ${#POSITIONAL[@]} -ge 1 ] && [ ${#POSITIONAL[@]} -le 4 ] || usage
 ckpt=$(realpath -m "${POSITIONAL[0]}")
 format=${POSITIONAL[1]:-MINDIR}

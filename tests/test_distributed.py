@@ -172,3 +172,24 @@ def test_scripts_are_strict_bash():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q", "-s"]))
+
+
+def test_export_and_eval_scripts_run_end_to_end(tmp_path):
+    import json
+
+    from conftest import fill_deterministic
+
+    from shufflenet.utils.checkpoint import META_KEY, model_description, save_checkpoint
+
+    net = shufflenet.create_model("shufflenet_v1_g3_x0_25", num_classes=10)
+    fill_deterministic(net)
+    meta = model_description("shufflenet_v1_g3_x0_25", 10, preprocessing="digits", image_size=32)
+    ckpt = save_checkpoint(net, tmp_path / "m.ckpt", {META_KEY: json.dumps(meta)})
+    exported = subprocess.run(["bash", str(SCRIPTS / "run_export.sh"), str(ckpt), "MINDIR", "dynamic"],
+                              capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert (tmp_path / "m.mindir").is_file() and (tmp_path / "m.mindir.json").is_file()
+    scored = subprocess.run(["bash", str(SCRIPTS / "run_eval.sh"), str(tmp_path / "m.mindir")],
+                            capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert "on 360 digits images" in scored.stdout
