@@ -28,7 +28,9 @@ setup(
         "matplotlib>=3.6",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5", "torch==2.13.0", "onnx", "onnxruntime"],
+        # OpenCV is the reference of the Megvii preprocessing test (4.12 on needs numpy 2).
+        "test": ["pytest>=7", "ruff>=0.5", "torch==2.13.0", "onnx", "onnxruntime",
+                 "opencv-python-headless>=4.8,<4.12"],
         "torch": ["torch==2.13.0"],
         "onnx": ["onnx", "onnxruntime"],
     },

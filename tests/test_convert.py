@@ -1,7 +1,7 @@
 """Importing published weights: Megvii's PyTorch release and the MindSpore tutorial/zoo checkpoints.
 
 The PyTorch reference is Megvii's topology built from torch primitives
-(`shufflenet.models.torch_megvii`) with random weights and BatchNorm statistics.
+(`shufflenet.lineages.torch_shufflenet_v1_megvii`) with random weights and BatchNorm statistics.
 """
 import mindspore as ms
 import numpy as np
@@ -10,12 +10,14 @@ from conftest import fill_deterministic
 
 from shufflenet.cli.convert import main as convert_main
 from shufflenet.data.presets import get_preprocessing
-from shufflenet.export import convert, load_network
-from shufflenet.export.exporter import probe_batch
+from shufflenet.export import probe_batch
+from shufflenet.inference import load_network
+from shufflenet.lineages import convert_file
+from shufflenet.lineages import shufflenet_v1_megvii as convert
 from shufflenet.models import channel_shuffle, create_model
 
 torch = pytest.importorskip("torch")
-torch_megvii = pytest.importorskip("shufflenet.models.torch_megvii")
+torch_megvii = pytest.importorskip("shufflenet.lineages.torch_shufflenet_v1_megvii")
 
 SIZE = 64
 CLASSES = 10
@@ -67,15 +69,15 @@ def test_megvii_import_matches_pytorch(tmp_path, capsys, groups):
     assert "relative" in capsys.readouterr().out
     assert _compare(model, dst) < 1e-4
     _, description = load_network(dst)
-    assert description["model"] == f"shufflenet_v1_g{groups}_x0_5"
-    assert description["options"] == {"pool_padding": "symmetric", "classifier_bias": False}
-    assert description["preprocessing"] == "megvii" and description["num_classes"] == CLASSES
+    assert description.model == f"shufflenet_v1_g{groups}_x0_5"
+    assert description.options == {"pool_padding": "symmetric", "classifier_bias": False}
+    assert description.preprocessing == "megvii" and description.num_classes == CLASSES
 
 
 def test_the_comparison_catches_a_missing_depthwise_permutation(tmp_path, monkeypatch):
     model, src = _megvii_file(tmp_path, 3)
     monkeypatch.setattr(convert, "_shuffled", lambda value, groups: value)
-    convert.convert_megvii(src, tmp_path / "wrong.ckpt")
+    convert_file(src, tmp_path / "wrong.ckpt")
     assert _compare(model, tmp_path / "wrong.ckpt") > 1e-2
 
 
@@ -122,14 +124,14 @@ def test_zoo_checkpoint_loads_directly_and_imports_with_identical_outputs(tmp_pa
     expected = zoo_net(inputs).asnumpy()
     split = {"group_conv": "split"}  # the zoo's form; "native" sums in another order (~1e-6)
     net, description = load_network(src, options=split)  # no model name: recognised from shapes
-    assert description["model"] == "shufflenet_v1_g3_x0_5"
+    assert description.model == "shufflenet_v1_g3_x0_5"
     np.testing.assert_array_equal(net(inputs).asnumpy(), expected)
 
     dst = tmp_path / "imported.ckpt"
     assert convert_main([str(src), str(dst)]) == 0
     imported, description = load_network(dst, options=split)
-    assert description["preprocessing"] == "imagenet"
-    assert description["options"]["classifier_bias"] is True
+    assert description.preprocessing == "imagenet"
+    assert description.options["classifier_bias"] is True
     np.testing.assert_array_equal(imported(inputs).asnumpy(), expected)
     assert not any(key.startswith("moments.") for key in ms.load_checkpoint(str(dst)))
     native, _ = load_network(dst)

@@ -7,7 +7,15 @@ import pytest
 from conftest import make_image_folder
 from PIL import Image
 
-from shufflenet.data import DataError, create_dataset, explain_pipeline_error, open_source, shard_order
+from shufflenet.data import (
+    DataError,
+    PipelineSpec,
+    create_dataset,
+    explain_pipeline_error,
+    get_preprocessing,
+    open_source,
+    shard_order,
+)
 from shufflenet.data.sources import CIFAR10_FILES, CIFAR10_RECORD, CIFAR10_RECORDS_PER_FILE
 
 
@@ -30,7 +38,8 @@ def test_digits_is_the_default_with_a_fixed_stratified_split():
 
 
 def test_digits_batches_shapes_dtypes_and_values():
-    dataset, info = create_dataset(open_source("digits", None, "train"), True, 32, image_size=48)
+    digits = open_source("digits", None, "train")
+    dataset, info = create_dataset(digits, PipelineSpec(True, 32, image_size=48))
     images, labels = batches(dataset)[0]
     assert images.shape == (32, 3, 48, 48) and images.dtype == np.float32
     assert labels.dtype == np.int32 and set(labels) <= set(range(10))
@@ -42,7 +51,7 @@ def test_image_folder_batches_and_class_names(tmp_path):
     root = make_image_folder(tmp_path)
     source = open_source("auto", str(root), "train")
     assert source.kind == "imagenet" and source.class_names == ["cat", "dog", "fox"]
-    dataset, info = create_dataset(source, True, 4, image_size=32)
+    dataset, info = create_dataset(source, PipelineSpec(True, 4, image_size=32))
     images, labels = batches(dataset)[0]
     assert images.shape == (4, 3, 32, 32) and images.dtype == np.float32 and labels.dtype == np.int32
     assert info.steps == 18 // 4
@@ -50,7 +59,7 @@ def test_image_folder_batches_and_class_names(tmp_path):
 
 def test_evaluation_scores_every_sample_once_in_order(tmp_path):
     source = open_source("imagenet", str(make_image_folder(tmp_path, val=5)), "val")
-    dataset, info = create_dataset(source, False, 4, image_size=32)
+    dataset, info = create_dataset(source, PipelineSpec(False, 4, image_size=32))
     labels = labels_of(dataset)
     assert len(labels) == info.num_samples == 15 and info.steps == 4  # last batch of 3 kept
     np.testing.assert_array_equal(labels, source.labels)
@@ -60,7 +69,7 @@ def test_sharded_evaluation_partitions_the_samples():
     source = open_source("digits", None, "val")
     seen = []
     for shard in range(3):
-        dataset, info = create_dataset(source, False, 64, num_shards=3, shard_id=shard)
+        dataset, info = create_dataset(source, PipelineSpec(False, 64, num_shards=3, shard_id=shard))
         seen.append(labels_of(dataset))
         assert info.num_samples == len(seen[-1])
     assert sum(len(s) for s in seen) == 360
@@ -79,7 +88,7 @@ def test_training_order_and_augmentation_depend_only_on_seed_and_epoch():
     source = open_source("digits", None, "train")
 
     def first_batch(epoch):
-        return batches(create_dataset(source, True, 16, epoch=epoch, seed=3)[0])[0]
+        return batches(create_dataset(source, PipelineSpec(True, 16, seed=3), epoch)[0])[0]
 
     a, b, c = first_batch(2), first_batch(2), first_batch(3)
     np.testing.assert_array_equal(a[0], b[0])
@@ -93,9 +102,9 @@ def test_megvii_convention_feeds_bgr_pixels_in_0_255(tmp_path):
         (root / split / "a").mkdir(parents=True)
         Image.fromarray(np.full((40, 40, 3), (200, 100, 50), np.uint8)).save(root / split / "a" / "x.png")
     source = open_source("imagenet", str(root), "val")
-    images, _ = batches(create_dataset(source, False, 1, image_size=32, preprocessing="megvii")[0])[0]
+    images, _ = batches(create_dataset(source, PipelineSpec(False, 1, 32, get_preprocessing("megvii")))[0])[0]
     np.testing.assert_allclose(images[0, :, 16, 16], [50, 100, 200])
-    images, _ = batches(create_dataset(source, False, 1, image_size=32)[0])[0]
+    images, _ = batches(create_dataset(source, PipelineSpec(False, 1, image_size=32))[0])[0]
     np.testing.assert_allclose(images[0, :, 16, 16], [(200 - 123.675) / 58.395,
                                                       (100 - 116.28) / 57.12, (50 - 103.53) / 57.375],
                                rtol=1e-5)
@@ -127,7 +136,7 @@ def test_cifar10_binary_layout_and_tutorial_recipe(cifar_root):
     np.testing.assert_array_equal(val.images[0], raw[0, 1:].reshape(3, 32, 32).transpose(1, 2, 0))
     assert val.labels[0] == raw[0, 0]
     for size in (32, 64):
-        images, labels = batches(create_dataset(val, False, 8, image_size=size)[0])[0]
+        images, labels = batches(create_dataset(val, PipelineSpec(False, 8, image_size=size))[0])[0]
         assert images.shape == (8, 3, size, size) and labels.dtype == np.int32
 
 
@@ -177,7 +186,8 @@ def test_corrupt_images_stop_with_the_file_name_and_write_nothing(tmp_path, monk
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    dataset, _ = create_dataset(open_source("imagenet", str(root), "train"), False, 4, image_size=32)
+    source = open_source("imagenet", str(root), "train")
+    dataset, _ = create_dataset(source, PipelineSpec(False, 4, image_size=32))
     with pytest.raises(RuntimeError) as caught:
         batches(dataset)
     line = explain_pipeline_error(caught.value)
@@ -190,7 +200,7 @@ def test_corrupt_images_are_skipped_and_counted_on_request(tmp_path):
     root = make_image_folder(tmp_path)
     _corrupt(root)
     source = open_source("imagenet", str(root), "train", skip_bad_images=True)
-    dataset, info = create_dataset(source, False, 4, image_size=32)
+    dataset, info = create_dataset(source, PipelineSpec(False, 4, image_size=32))
     assert info.num_samples == 20
     assert len(labels_of(dataset)) == 18  # 20 files, 2 skipped
 
@@ -202,7 +212,8 @@ def test_single_images_get_exactly_what_the_evaluation_pipeline_feeds(tmp_path):
     root = make_image_folder(tmp_path, val=2, size=57)
     source = open_source("imagenet", str(root), "val")
     for preset in ("imagenet", "megvii", "cifar10"):
-        images, _ = batches(create_dataset(source, False, 6, 32, preprocessing=preset)[0])[0]
+        spec = PipelineSpec(False, 6, 32, get_preprocessing(preset))
+        images, _ = batches(create_dataset(source, spec)[0])[0]
         for row, path in enumerate(source.files):
             single = preprocess_image(load_image(path), 32, get_preprocessing(preset))
             np.testing.assert_array_equal(single, images[row])
@@ -213,6 +224,6 @@ def test_training_replaces_skipped_images_so_every_shard_keeps_its_steps(tmp_pat
     _corrupt(root)
     source = open_source("imagenet", str(root), "train", skip_bad_images=True)
     for shard in range(2):
-        dataset, info = create_dataset(source, True, 4, 32, num_shards=2, shard_id=shard)
+        dataset, info = create_dataset(source, PipelineSpec(True, 4, 32, num_shards=2, shard_id=shard))
         labels = labels_of(dataset)
         assert len(labels) == info.steps * 4 == 8 and labels.min() >= 0

@@ -14,7 +14,7 @@ from conftest import make_image_folder
 from mindspore import nn
 
 import shufflenet
-from shufflenet.data import create_dataset, open_source
+from shufflenet.data import PipelineSpec, create_dataset, open_source
 from shufflenet.engine.optim import build_optimizer
 from shufflenet.engine.schedule import warmup_cosine_lr
 from shufflenet.utils.checkpoint import read_checkpoint
@@ -62,13 +62,14 @@ def reference_weights(data):
     source = open_source("imagenet", str(data), "train")
     net = shufflenet.create_model(MODEL, num_classes=3)
     initial = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
-    steps = create_dataset(source, True, BATCH, 32, num_shards=2, shard_id=0)[1].steps
+    steps = PipelineSpec(True, BATCH, 32, num_shards=2, shard_id=0).steps(len(source))
     optimizer = build_optimizer(net, warmup_cosine_lr(LR, 0.0, EPOCHS, steps), 0.9, 4e-5)
     grad_fn = ms.value_and_grad(nn.WithLossCell(net, nn.CrossEntropyLoss()), None, optimizer.parameters)
     net.set_train(True)
     for epoch in range(EPOCHS):
-        shards = [create_dataset(source, True, BATCH, 32, num_shards=2, shard_id=k, epoch=epoch,
-                                 seed=SEED, num_workers=1, augment=False)[0] for k in range(2)]
+        specs = [PipelineSpec(True, BATCH, 32, num_shards=2, shard_id=k, seed=SEED, num_workers=1,
+                              augment=False) for k in range(2)]
+        shards = [create_dataset(source, spec, epoch)[0] for spec in specs]
         for (x0, y0), (x1, y1) in zip(*(s.create_tuple_iterator(num_epochs=1) for s in shards)):
             (_, g0), (_, g1) = grad_fn(x0, y0), grad_fn(x1, y1)
             optimizer(tuple((a + b) / 2 for a, b in zip(g0, g1)))
@@ -175,16 +176,15 @@ if __name__ == "__main__":
 
 
 def test_export_and_eval_scripts_run_end_to_end(tmp_path):
-    import json
-
     from conftest import fill_deterministic
 
-    from shufflenet.utils.checkpoint import META_KEY, model_description, save_checkpoint
+    from shufflenet.models import META_KEY, describe
+    from shufflenet.utils.checkpoint import save_checkpoint
 
     net = shufflenet.create_model("shufflenet_v1_g3_x0_25", num_classes=10)
     fill_deterministic(net)
-    meta = model_description("shufflenet_v1_g3_x0_25", 10, preprocessing="digits", image_size=32)
-    ckpt = save_checkpoint(net, tmp_path / "m.ckpt", {META_KEY: json.dumps(meta)})
+    meta = describe("shufflenet_v1_g3_x0_25", 10, preprocessing="digits", image_size=32)
+    ckpt = save_checkpoint(net, tmp_path / "m.ckpt", {META_KEY: meta.to_json()})
     exported = subprocess.run(["bash", str(SCRIPTS / "run_export.sh"), str(ckpt), "MINDIR", "dynamic"],
                               capture_output=True, text=True, timeout=300)
     assert exported.returncode == 0, exported.stderr[-2000:]

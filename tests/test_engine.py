@@ -9,8 +9,9 @@ from conftest import fill_deterministic
 from mindspore import nn
 
 import shufflenet
-from shufflenet.data import create_dataset, open_source
-from shufflenet.engine.config import build_parser, list_recipes, load_yaml, recipe_path, resolve_config
+from shufflenet.cli.common import build_train_parser
+from shufflenet.data import PipelineSpec, create_dataset, open_source
+from shufflenet.engine.config import list_recipes, load_yaml, recipe_path, resolve_config
 from shufflenet.engine.optim import build_optimizer, split_decay_params
 from shufflenet.engine.schedule import warmup_cosine_lr
 from shufflenet.utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
@@ -46,7 +47,8 @@ def test_weight_decay_skips_batchnorm_and_bias():
 def test_a_few_steps_on_one_batch_lower_the_loss():
     ms.set_seed(0)
     source = open_source("digits", None, "train")
-    images, labels = next(create_dataset(source, True, 32)[0].create_tuple_iterator(num_epochs=1))
+    dataset, _ = create_dataset(source, PipelineSpec(True, 32))
+    images, labels = next(dataset.create_tuple_iterator(num_epochs=1))
     net = shufflenet.create_model("shufflenet_v1_g3_x0_25", num_classes=10)
     optimizer = build_optimizer(net, np.full(20, 0.005, np.float32), 0.9, 4e-5)
     step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), optimizer)
@@ -56,7 +58,7 @@ def test_a_few_steps_on_one_batch_lower_the_loss():
 
 
 def _args(argv):
-    return build_parser("train.py", "").parse_args(argv)
+    return build_train_parser("train.py", "").parse_args(argv)
 
 
 def test_config_precedence_defaults_recipe_flags(tmp_path):

@@ -10,10 +10,10 @@ from mindspore import nn
 
 from shufflenet.cli.export import main as export_main
 from shufflenet.data.presets import get_preprocessing
-from shufflenet.export import ExportVerificationError, export_model, read_sidecar, verify_export
-from shufflenet.export.exporter import probe_batch, run_exported
-from shufflenet.models import create_model
-from shufflenet.utils.checkpoint import META_KEY, model_description, save_checkpoint
+from shufflenet.export import ExportVerificationError, export_model, probe_batch, verify_export
+from shufflenet.inference import read_sidecar, run_exported
+from shufflenet.models import META_KEY, ModelDescription, create_model
+from shufflenet.utils.checkpoint import save_checkpoint
 
 MODEL = "shufflenet_v1_g3_x0_5"
 SIZE = 64
@@ -30,9 +30,9 @@ def _net(pool_padding: str = "same", seed: int = 0) -> nn.Cell:
     return net
 
 
-def _description(pool_padding: str = "same", preprocessing: str = "imagenet") -> dict:
+def _description(pool_padding: str = "same", preprocessing: str = "imagenet") -> ModelDescription:
     options = {"pool_padding": pool_padding, "classifier_bias": pool_padding == "same"}
-    return model_description(MODEL, len(CLASSES), options, preprocessing, CLASSES, SIZE)
+    return ModelDescription(MODEL, len(CLASSES), SIZE, preprocessing, options, CLASSES)
 
 
 def _relative_diff(net: nn.Cell, path, fmt: str, batch: int, preprocessing: str = "imagenet") -> float:
@@ -49,15 +49,14 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("exported")
     nets = {"same": _net("same"), "symmetric": _net("symmetric")}
     files = {
-        "mindir_fixed": export_model(nets["symmetric"], "MINDIR", folder / "fixed", 3, SIZE,
+        "mindir_fixed": export_model(nets["symmetric"], "MINDIR", folder / "fixed", 3,
                                      _description("symmetric", preprocessing="megvii")),
-        "mindir_dynamic": export_model(nets["symmetric"], "MINDIR", folder / "dynamic.mindir", 0, SIZE,
+        "mindir_dynamic": export_model(nets["symmetric"], "MINDIR", folder / "dynamic.mindir", 0,
                                        _description("symmetric")),
     }
     if importlib.util.find_spec("onnxruntime"):
         for padding, net in nets.items():
-            files[f"onnx_{padding}"] = export_model(net, "ONNX", folder / padding, 2, SIZE,
-                                                    _description(padding))
+            files[f"onnx_{padding}"] = export_model(net, "ONNX", folder / padding, 2, _description(padding))
     return nets, files
 
 
@@ -97,7 +96,7 @@ def test_export_leaves_the_network_as_it_was(exported):
 
 def test_air_is_refused_off_ascend_before_any_work(tmp_path, capsys):
     with pytest.raises(ValueError, match="AIR export needs the Ascend backend"):
-        export_model(_net(), "AIR", tmp_path / "net", 1, SIZE, _description())
+        export_model(_net(), "AIR", tmp_path / "net", 1, _description())
     # The checkpoint does not even exist: the format is refused before it is read.
     code = export_main(["--ckpt", str(tmp_path / "missing.ckpt"), "--format", "AIR"])
     err = capsys.readouterr().err.strip()
@@ -140,7 +139,7 @@ def test_verification_fails_loudly_on_a_different_network(exported):
 def test_cli_exports_a_checkpoint_using_its_description(tmp_path, capsys):
     net = _net("symmetric")
     ckpt = save_checkpoint(net, tmp_path / "run.ckpt",
-                           extra={META_KEY: json.dumps(_description("symmetric", "megvii"))})
+                           extra={META_KEY: _description("symmetric", "megvii").to_json()})
     assert export_main(["--ckpt", str(ckpt), "--batch-size", "2",
                         "--file-name", str(tmp_path / "out" / "model")]) == 0
     assert "verified" in capsys.readouterr().out

@@ -1,5 +1,4 @@
 """Inference for a person: preprocessing as recorded, top classes per image, bad files skipped."""
-import json
 
 import mindspore as ms
 import numpy as np
@@ -11,10 +10,9 @@ from shufflenet.cli.predict import main as predict_main
 from shufflenet.cli.predict import softmax
 from shufflenet.data.images import list_images, load_image, preprocess_image
 from shufflenet.data.presets import get_preprocessing
-from shufflenet.export import export_model
-from shufflenet.export.exporter import probe_batch
-from shufflenet.models import create_model
-from shufflenet.utils.checkpoint import META_KEY, model_description, save_checkpoint
+from shufflenet.export import export_model, probe_batch
+from shufflenet.models import META_KEY, ModelDescription, create_model
+from shufflenet.utils.checkpoint import save_checkpoint
 
 SIZE = 48
 CLASSES = ["cat", "dog", "fox", "owl", "yak", "emu"]
@@ -32,9 +30,9 @@ def model(tmp_path_factory):
     scale = 3.0 / float(np.abs(net(probe).asnumpy()).max())
     net.classifier.weight.set_data(net.classifier.weight * scale)
     net.classifier.bias.set_data(net.classifier.bias * scale)
-    description = model_description("shufflenet_v1_g3_x0_5", len(CLASSES), {}, "imagenet", CLASSES, SIZE)
-    ckpt = save_checkpoint(net, folder / "net.ckpt", extra={META_KEY: json.dumps(description)})
-    mindir = export_model(net, "MINDIR", folder / "net", 0, SIZE, description)
+    description = ModelDescription("shufflenet_v1_g3_x0_5", len(CLASSES), SIZE, "imagenet", {}, CLASSES)
+    ckpt = save_checkpoint(net, folder / "net.ckpt", extra={META_KEY: description.to_json()})
+    mindir = export_model(net, "MINDIR", folder / "net", 0, description)
     return net, ckpt, mindir
 
 

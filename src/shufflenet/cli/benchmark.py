@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ..utils.cpu import ONEDNN_ISA_ENV, usable_cpus
 
-#: (model, image size, batch, mode): the workloads of the full run, as issue 7 lists them.
+#: (model, image size, batch, mode): the workloads of the full run.
 WORKLOADS = (
     ("shufflenet_v1_g3_x1_0", 224, 16, "train"),
     ("shufflenet_v1_g3_x2_0", 224, 16, "train"),
@@ -173,10 +173,7 @@ def measure_gemm(env: dict[str, str], threads: int, log_dir: str) -> float:
 def workload_contenders(model: str, size: int, batch: int, mode: str, threads: int,
                         variants: bool = False) -> dict[str, dict]:
     """Worker specs of one workload: every contender in `ALWAYS`, plus the variants if asked."""
-    from ..models import model_arch
-
-    arch = model_arch(model)
-    base = {"model": model, "groups": arch["groups"], "width": arch["width"], "image_size": size,
+    base = {"model": model, "image_size": size,
             "batch": batch, "mode": mode, "threads": threads, "num_classes": 1000, "isa": FAST_ISA}
     return {label: {**base, **spec} for label, spec in CONTENDERS.items()
             if (variants or label in ALWAYS) and spec.get("only", mode) == mode}
@@ -187,7 +184,7 @@ def forward_macs(model: str, size: int) -> int:
     from ..models import create_model
     from ..utils.complexity import count_macs
 
-    return count_macs(create_model(model, classifier_bias=False), size)
+    return count_macs(create_model(model), size)
 
 
 def summarise(result: Result, macs: int, gemm_gflops: float) -> dict:
@@ -266,7 +263,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="two small workloads, 2 rounds, no variants (a few minutes)")
     parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help="only workloads of these models (default: those of issue 7)")
+                        help="only workloads of these models (default: "
+                        + "; ".join(f"{m} {s}px b{b} {mode}" for m, s, b, mode in WORKLOADS) + ")")
     parser.add_argument("--modes", nargs="+", choices=("train", "infer"), default=["train", "infer"])
     parser.add_argument("--rounds", type=int, default=None,
                         help="interleaved rounds (default 4; 2 with --quick)")
@@ -282,6 +280,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("rounds", "steps", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        parser.error(f"--json {args.json}: its folder does not exist")
     return args
 
 

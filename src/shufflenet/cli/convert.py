@@ -1,83 +1,74 @@
-"""Import published ShuffleNetV1 weights as a checkpoint of the matching model of this project.
+"""Import published weights as a checkpoint of the matching model of this project.
 
   megvii:    Megvii's PyTorch release (.pth.tar, read with torch.load(weights_only=True));
              the result uses symmetric pools, no classifier bias, BGR 0..255 input, and its
              logits are compared with Megvii's network rebuilt in PyTorch.
+  mindcv:    a mindcv checkpoint (.ckpt): 0.3.0's native grouped convs (its published
+             shufflenet_v1_g3_05/g3_10 files) are split into per-group convs; main's
+             convs.{k} files keep their names; 'same' pools, no classifier bias, ImageNet input.
   mindspore: a MindSpore tutorial or model zoo checkpoint (.ckpt); the model is recognised
-             from its shapes and re-saved with its description, optimizer state dropped.
+             from its shapes and re-saved with its description.
 
-The source is chosen from the file extension unless --source is given.
+Optimizer state, step counters and EMA copies are dropped. PyTorch files (.pth, .pth.tar, .pt)
+are Megvii's; a .ckpt is matched against every MindSpore publisher by the names inside, so
+--source is needed only to insist on one.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ..models.shufflenet_v1 import POOL_PADDINGS
-from .export import read_class_names
+from .common import add_option_flags, given_options, read_class_names, run_command
 
-SOURCES = ("megvii", "mindspore")
-
-
-def guess_source(path: Path) -> str:
-    """`mindspore` for .ckpt, `megvii` for PyTorch files (.pth, .pth.tar, .tar, .pt)."""
-    if path.suffix.lower() == ".ckpt":
-        return "mindspore"
-    if path.suffix.lower() in (".pth", ".tar", ".pt"):
-        return "megvii"
-    raise ValueError(f"cannot tell the lineage of {path} from its extension; pass --source megvii|mindspore")
+PROG = "shufflenet convert"
+#: Largest relative logit difference from the publisher's network that a conversion may show.
+MAX_RELATIVE_DIFF = 1e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shufflenet convert", description=__doc__,
+    from ..lineages import ORIGINS
+
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="Megvii .pth.tar or MindSpore tutorial/zoo .ckpt")
+    parser.add_argument("src", help="published weights: Megvii .pth.tar, mindcv or tutorial/zoo .ckpt")
     parser.add_argument("dst", help="output MindSpore checkpoint (.ckpt)")
-    parser.add_argument("--source", choices=SOURCES, help="lineage of src (default: from its extension)")
+    parser.add_argument("--source", choices=ORIGINS,
+                        help="publisher of src (default: recognised from its extension and names)")
     parser.add_argument("--model", help="expected model name (default: recognised from the weights)")
-    parser.add_argument("--pool-padding", choices=POOL_PADDINGS,
-                        help="mindspore source only: pools the weights were trained with "
-                             "(default: from the checkpoint, else 'same')")
+    add_option_flags(parser, layered=False)
     parser.add_argument("--class-names", help="text file with one class name per line")
     parser.add_argument("--check-size", type=int, default=224,
-                        help="megvii source: image side of the PyTorch comparison (0 skips it)")
+                        help="image side of the comparison with the publisher's PyTorch network (0 skips it)")
     return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    src, dst = Path(args.src), Path(args.dst)
+    if not src.is_file():
+        raise ValueError(f"{src} does not exist")
+    if dst.suffix != ".ckpt":
+        raise ValueError(f"the output {dst} must end in .ckpt")
+    if src.resolve() == dst.resolve():
+        raise ValueError("src and dst are the same file; choose another output path")
+    names = read_class_names(args.class_names)
+    from ..engine.context import setup_context
+    from ..lineages import compare_with_reference, convert_file
+
+    setup_context()
+    path, description, lineage = convert_file(src, dst, args.source, args.model, names, given_options(args))
+    print(f"wrote {path} from {lineage.origin} weights: {description.model}, "
+          f"{description.num_classes} classes, "
+          f"options {description.options}, preprocessing {description.preprocessing!r}")
+    if lineage.torch_reference and args.check_size:
+        diff = compare_with_reference(path, src, lineage, args.check_size)
+        print(f"logits vs the {lineage.origin} network in PyTorch at {args.check_size}px: "
+              f"max |difference| {diff['max_abs_diff']:.3g} (relative {diff['max_relative_diff']:.3g})")
+        if diff["max_relative_diff"] > MAX_RELATIVE_DIFF:
+            path.unlink()
+            raise ValueError(f"{path} (deleted) differs from the PyTorch network beyond "
+                             f"{MAX_RELATIVE_DIFF:g} relative; the conversion is wrong, please report it")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        src, dst = Path(args.src), Path(args.dst)
-        if not src.is_file():
-            raise ValueError(f"{src} does not exist")
-        if dst.suffix != ".ckpt":
-            raise ValueError(f"the output {dst} must end in .ckpt")
-        if src.resolve() == dst.resolve():
-            raise ValueError("src and dst are the same file; choose another output path")
-        source = args.source or guess_source(src)
-        names = read_class_names(args.class_names)
-        from ..engine.context import setup_context
-
-        setup_context()
-        from ..export import convert
-
-        if source == "megvii":
-            path, description = convert.convert_megvii(src, dst, args.model, names)
-        else:
-            path, description = convert.import_mindspore_checkpoint(src, dst, args.model, args.pool_padding,
-                                                                     names)
-        print(f"wrote {path}: {description['model']}, {description['num_classes']} classes, "
-              f"options {description['options']}, preprocessing {description['preprocessing']!r}")
-        if source == "megvii" and args.check_size:
-            diff = convert.compare_with_megvii(path, src, image_size=args.check_size)
-            print(f"logits vs Megvii's network in PyTorch at {args.check_size}px: "
-                  f"max |difference| {diff['max_abs_diff']:.3g} (relative {diff['max_relative_diff']:.3g})")
-            if diff["max_relative_diff"] > 1e-4:
-                path.unlink()
-                raise ValueError(f"{path} (deleted) differs from the PyTorch network beyond 1e-4 relative; "
-                                 "the conversion is wrong, please report it")
-    except ValueError as err:
-        print(f"convert: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(PROG, lambda: run(args))

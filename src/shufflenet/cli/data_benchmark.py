@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.pipeline import create_dataset
+from ..data.pipeline import PipelineSpec, create_dataset
 from ..data.sources import CIFAR10_CLASSES, ArraySource, ImageFileSource, load_image_folder
 
 
@@ -45,7 +45,7 @@ def repeated(source: ImageFileSource, times: int) -> ImageFileSource:
 
 
 def images_per_second(source, training: bool, image_size: int, workers: int, batch: int) -> float:
-    dataset, _ = create_dataset(source, training, batch, image_size, num_workers=workers)
+    dataset, _ = create_dataset(source, PipelineSpec(training, batch, image_size, num_workers=workers))
     iterator = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
     next(iterator)  # start-up (worker processes, first decode) is not throughput
     start, seen = time.perf_counter(), 0
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if min(args.workers) < 1:
+        parser.error("--workers must be at least 1")
     if args.jpegs < 64 or args.arrays < 512:
         parser.error("use at least 64 JPEGs and 512 arrays, or the start-up dominates")
     rows = run(args.jpegs, args.arrays, args.workers)

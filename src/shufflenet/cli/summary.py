@@ -1,62 +1,61 @@
-"""Print every registered model with its channels, parameters and multiply-adds."""
+"""Print every registered model with its architecture, parameters and multiply-adds."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from ..models import create_model, list_models, model_arch
-from ..models.shufflenet_v1 import PUBLISHED_MFLOPS
+from ..models import create_model, family_of, list_models, model_entry, model_options
 from ..utils.complexity import count_macs, count_params
 
 
-def summary_rows(image_size: int = 224, num_classes: int = 1000) -> list[dict]:
-    """One row per registered model, measured on the built network (bias-free classifier)."""
+def summary_rows(image_size: int | None = None, num_classes: int = 1000,
+                 names: list[str] | None = None) -> list[dict]:
+    """One row per registered model, measured on the built network (bias-free classifier where
+    the model has the option, as the published counts are) at `image_size` (None: each model's
+    registered input size, where the published figures apply); `names`: only these models."""
     rows = []
-    for name in list_models():
-        net = create_model(name, num_classes=num_classes, classifier_bias=False)
-        arch = model_arch(name)
-        published = PUBLISHED_MFLOPS.get((arch["groups"], arch["width"]))
-        mflops = count_macs(net, image_size) / 1e6
+    for name in names or list_models():
+        options = {"classifier_bias": False} if "classifier_bias" in model_options(name) else {}
+        net = create_model(name, num_classes=num_classes, **options)
+        entry = model_entry(name)
+        size = image_size or entry.image_size
+        published = entry.published_mflops if size == entry.image_size else None
         rows.append({
             "model": name,
-            "groups": arch["groups"],
-            "width": arch["width"],
-            "channels": list(net.channels),
+            "family": entry.family,
+            "image_size": size,
+            "arch": family_of(name).arch_text(net),
             "params": count_params(net),
-            "mflops": round(mflops, 1),
+            "mflops": round(count_macs(net, size) / 1e6, 1),
             "published_mflops": published[0] if published else None,
             "published_source": published[1] if published else None,
         })
     return rows
 
 
-def format_markdown(rows: list[dict], image_size: int) -> str:
+def format_markdown(rows: list[dict]) -> str:
     lines = [
-        f"| model | g | width | channels (stem, stages 2-4) | params | MFLOPs @{image_size} "
-        "| published MFLOPs |",
-        "|---|---|---|---|---|---|---|",
+        "| model | architecture | params | input | MFLOPs | published MFLOPs |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         published = (
             f"{r['published_mflops']} ({r['published_source']}, "
-            f"{100 * (r['mflops'] / r['published_mflops'] - 1):+.1f} %)"
-            if r["published_mflops"] and image_size == 224 else ""
+            f"{100 * (r['mflops'] / r['published_mflops'] - 1):+.1f} %)" if r["published_mflops"] else ""
         )
-        lines.append(
-            f"| `{r['model']}` | {r['groups']} | {r['width']:g}x | "
-            f"{', '.join(map(str, r['channels']))} | {r['params']:,} | {r['mflops']:.1f} | {published} |"
-        )
+        lines.append(f"| `{r['model']}` | {r['arch']} | {r['params']:,} | {r['image_size']} | "
+                     f"{r['mflops']:.1f} | {published} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shufflenet summary", description=__doc__)
-    parser.add_argument("--image-size", type=int, default=224, help="input side in pixels")
+    parser.add_argument("--image-size", type=int, help="input side in pixels (default: each model's)")
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     args = parser.parse_args(argv)
-    if args.image_size < 32:
+    if args.image_size is not None and args.image_size < 32:
         parser.error(f"--image-size must be at least 32, got {args.image_size}")
     rows = summary_rows(args.image_size, args.num_classes)
-    print(json.dumps(rows, indent=1) if args.json else format_markdown(rows, args.image_size))
+    print(json.dumps(rows, indent=1) if args.json else format_markdown(rows))
     return 0

@@ -13,12 +13,23 @@ from PIL import Image, UnidentifiedImageError
 
 from .presets import Preprocessing
 
+#: Pillow modes of more than 8 bits per sample, whose `convert("RGB")` clips instead of scaling.
+WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I": 65535, "F": 1.0}
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB, with 16-bit and float greyscale scaled to 0..255 rather than clipped."""
+    if image.mode in WIDE_MODES:
+        values = np.asarray(image, np.float64) * (255.0 / WIDE_MODES[image.mode])
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file as RGB; anything PIL cannot decode is a ValueError naming the file."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"{path} is not a readable image ({type(err).__name__}: {err})") from None
 

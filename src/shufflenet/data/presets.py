@@ -16,9 +16,23 @@ class Preprocessing:
     #: Evaluation resizes the shorter side to image_size / eval_crop, then centre-crops
     #: image_size (0.875: 256 -> 224, the zoo's and mindcv's eval); 1.0 resizes straight.
     eval_crop: float = 0.875
+    #: How that resize and crop round (see `EVAL_GEOMETRIES`).
+    eval_geometry: str = "mindspore"
+
+    def __post_init__(self) -> None:
+        if self.eval_geometry not in EVAL_GEOMETRIES:
+            raise ValueError(f"eval_geometry must be one of {', '.join(EVAL_GEOMETRIES)}, "
+                             f"got {self.eval_geometry!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: "mindspore": MindSpore's `Resize(side)` (longer side truncated: 333x250 -> 340x256) and
+#: `CenterCrop` (offsets floored). "megvii": Megvii's `OpencvResize` (longer side
+#: int(x + 0.5): 341x256, OpenCV bilinear) and torchvision's `CenterCrop` (offsets
+#: round((size - crop) / 2), halves to even), so its weights see the pixels it was scored on.
+EVAL_GEOMETRIES = ("mindspore", "megvii")
 
 
 def _scaled(values: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -32,8 +46,9 @@ PRESETS: dict[str, Preprocessing] = {
     "cifar10": Preprocessing(
         _scaled((0.4914, 0.4822, 0.4465)), _scaled((0.2023, 0.1994, 0.2010)), eval_crop=1.0
     ),
-    # Megvii's released weights expect BGR pixels in 0..255 with no normalisation.
-    "megvii": Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), bgr=True),
+    # Megvii's released weights expect BGR pixels in 0..255 with no normalisation, resized and
+    # cropped as Megvii's evaluation does.
+    "megvii": Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), bgr=True, eval_geometry="megvii"),
     # scikit-learn's digits (grey, replicated to 3 channels): centred on mid-grey.
     "digits": Preprocessing((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), eval_crop=1.0),
 }

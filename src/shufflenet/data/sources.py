@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .images import to_rgb
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -83,7 +85,7 @@ class ImageFileSource:
         path = self.files[index]
         try:
             with Image.open(path) as image:
-                return np.asarray(image.convert("RGB")), self.labels[index]
+                return np.asarray(to_rgb(image)), self.labels[index]
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             if self.skip_bad_images:
                 print(f"skipping {path}: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
@@ -161,12 +163,22 @@ def load_cifar10(data_path: str, split: str) -> ArraySource:
                 f"({CIFAR10_RECORDS_PER_FILE} records); it is truncated or not CIFAR-10, "
                 "download it again"
             )
-    records = np.concatenate(
-        [np.fromfile(root / name, np.uint8).reshape(-1, CIFAR10_RECORD) for name in CIFAR10_FILES[split]]
-    )
+    records = np.concatenate([_cifar10_records(root / name) for name in CIFAR10_FILES[split]])
     images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return ArraySource(np.ascontiguousarray(images), records[:, 0].astype(np.int32),
                        list(CIFAR10_CLASSES), "cifar10")
+
+
+def _cifar10_records(path: Path) -> np.ndarray:
+    """One batch file's records; a label byte outside 0-9 means the file is not CIFAR-10."""
+    records = np.fromfile(path, np.uint8).reshape(-1, CIFAR10_RECORD)
+    bad = np.flatnonzero(records[:, 0] >= len(CIFAR10_CLASSES))
+    if len(bad):
+        raise DataError(
+            f"CIFAR-10 file {path} has label byte {records[bad[0], 0]} in record {bad[0]} (and "
+            f"{len(bad) - 1} more) where 0-9 belong; it is damaged or not CIFAR-10, download it again"
+        )
+    return records
 
 
 def load_image_folder(data_path: str, split: str, skip_bad_images: bool = False) -> ImageFileSource:

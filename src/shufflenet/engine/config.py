@@ -1,13 +1,16 @@
-"""Run configuration: one dataclass declares every key, its default, type and help.
+"""Run configuration: one dataclass declares every key, its default, type, choices and help.
 
 Precedence: dataclass defaults < the recipe YAML (`--config`) < command-line flags. Unknown YAML
 keys are an error, and the resolved configuration is written next to the outputs. The flags are
-generated from the dataclass, so a new key needs to be declared only once.
+generated from the dataclass (`shufflenet.cli.common`), so a new key is declared only once.
+Network options (`pool_padding`, ...) come from the model registry's option table: in YAML as
+top-level keys or under `model_options`, on the command line as `--pool-padding` etc.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -15,26 +18,36 @@ from typing import Any, Optional, get_type_hints
 
 import yaml
 
+from ..data.presets import PRESETS
+from ..data.sources import DATASETS
+from ..models import option_table
+from ..utils.files import write_text
+
 DEFAULT_RECIPE = "digits_cpu"
 DEVICES = ("CPU", "GPU", "Ascend")
+AMP_LEVELS = ("auto", "O0", "O1", "O2", "O3")
+#: Prefix of the argparse destinations of network-option flags.
+OPTION_DEST = "model_option:"
 
 
 @dataclass
 class Config:
     # model
     model: str = field(default="shufflenet_v1_g3_x0_5", metadata={"help": "registered model name"})
-    pool_padding: str = field(default="same", metadata={"help": "same | symmetric"})
-    classifier_bias: bool = field(default=True, metadata={"help": "Dense classifier with bias"})
-    group_conv: str = field(default="auto", metadata={"help": "auto | split | native"})
+    model_options: dict = field(default_factory=dict, metadata={
+        "help": "network options (the model's default where absent)", "flag": False})
     pretrained: Optional[str] = field(
         default=None, metadata={"help": "checkpoint to start from (a differing classifier is reset)"})
     # data
-    dataset: str = field(default="auto", metadata={"help": "auto | imagenet | cifar10 | digits"})
+    dataset: str = field(default="auto", metadata={
+        "help": "dataset kind (auto: from --data-path)", "choices": DATASETS})
     data_path: Optional[str] = field(
         default=None, metadata={"help": "dataset folder; none: scikit-learn's bundled digits"})
-    image_size: Optional[int] = field(default=None, metadata={"help": "input side (dataset default)"})
-    preprocessing: Optional[str] = field(
-        default=None, metadata={"help": "input convention: imagenet | cifar10 | megvii | digits"})
+    image_size: Optional[int] = field(default=None, metadata={
+        "help": "input side (default: the model's recorded size, else the dataset's)"})
+    preprocessing: Optional[str] = field(default=None, metadata={
+        "help": "input convention (default: the model's recorded one, else the dataset's)",
+        "choices": tuple(PRESETS)})
     num_workers: int = field(default=2, metadata={"help": "pipeline workers per device"})
     augment: bool = field(default=True, metadata={"help": "random crops, flips and colour jitter"})
     skip_bad_images: bool = field(
@@ -50,15 +63,17 @@ class Config:
         default=4e-5, metadata={"help": "L2 on conv and dense weights (never BatchNorm or bias)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
     loss_scale: float = field(default=1.0, metadata={"help": "fixed loss scale (1: none)"})
-    amp_level: str = field(
-        default="auto", metadata={"help": "O0-O3, or auto: O3 on Ascend, O2 on GPU, O0 (fp32) on CPU"})
+    amp_level: str = field(default="auto", metadata={
+        "help": "mixed precision; auto: O3 on Ascend, O2 on GPU, O0 (fp32) on CPU", "choices": AMP_LEVELS})
     # run
-    device_target: str = field(default="CPU", metadata={"help": "CPU | GPU | Ascend"})
+    device_target: str = field(default="CPU", metadata={"help": "MindSpore backend", "choices": DEVICES})
     distributed: bool = field(default=False, metadata={"help": "data-parallel over all launched ranks"})
     dataset_sink: bool = field(
         default=False, metadata={"help": "feed each epoch to the device in one call (Ascend, GPU)"})
     seed: int = field(default=0, metadata={"help": "seed of weights, shuffling and augmentation"})
     output_dir: str = field(default="outputs/run", metadata={"help": "where everything is written"})
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace the outputs of an earlier run in output_dir"})
     resume: Optional[str] = field(
         default=None, metadata={"help": "checkpoint to continue from, or 'auto': newest in output_dir"})
     eval_interval: int = field(default=1, metadata={"help": "evaluate every N epochs (0: only at end)"})
@@ -99,58 +114,41 @@ def list_recipes() -> list[str]:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
+    """A recipe's keys; network options may stand at the top level (moved into model_options)."""
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"config file {path} is not valid UTF-8 YAML: {err}") from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must be a mapping of keys to values")
-    known = {f.name for f in fields(Config)}
+    options = option_table()
+    known = {f.name for f in fields(Config)} | set(options)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"config file {path} has unknown key(s) {unknown}; valid keys: {sorted(known)}")
+    nested = values.get("model_options") or {}
+    if not isinstance(nested, dict):
+        raise ValueError(f"config file {path}: model_options must be a mapping")
+    flat = {key: values.pop(key) for key in list(values) if key in options}
+    values["model_options"] = {**nested, **flat}
     return values
-
-
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """`--config` plus one flag per Config field, all defaulting to "not given"."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", default=DEFAULT_RECIPE,
-                        help=f"packaged recipe ({', '.join(list_recipes())}) or YAML path")
-    hints = get_type_hints(Config)
-    for f in fields(Config):
-        kind = _base_type(hints[f.name])
-        # --data-url and --data_url both work: ModelArts passes its job parameters as
-        # --key=value with underscores, as the model zoo's scripts expect.
-        flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
-        if kind is bool:
-            parser.add_argument(*flags, dest=f.name, nargs="?", const=True, type=_parse_bool,
-                                default=argparse.SUPPRESS, metavar="BOOL",
-                                help=f"{f.metadata.get('help')} (default {f.default})")
-            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
-                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        else:
-            parser.add_argument(*flags, dest=f.name, type=kind, default=argparse.SUPPRESS,
-                                help=f"{f.metadata.get('help')} (default {f.default})")
-    return parser
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """Defaults, then the recipe, then the flags that were given; values are checked."""
     values = load_yaml(recipe_path(args.config))
-    values.update({k: v for k, v in vars(args).items() if k != "config"})
+    given = {k: v for k, v in vars(args).items() if k != "config"}
+    flagged = {k[len(OPTION_DEST):]: given.pop(k) for k in list(given) if k.startswith(OPTION_DEST)}
+    values.update(given)
+    values["model_options"] = {**values.get("model_options", {}), **flagged}
     hints = get_type_hints(Config)
     for key, value in values.items():
-        values[key] = _coerce(key, value, _base_type(hints[key]))
+        values[key] = _coerce(key, value, base_type(hints[key]))
+    options = option_table()
+    for key, value in values["model_options"].items():
+        if key not in options:
+            raise ValueError(f"unknown network option {key!r}; valid: {', '.join(sorted(options))}")
+        _coerce(key, value, options[key].kind)
     config = Config(**values)
     validate(config)
     return config
@@ -161,6 +159,8 @@ def validate(config: Config) -> None:
     for key in positive:
         if getattr(config, key) < 1:
             raise ValueError(f"{key} must be at least 1, got {getattr(config, key)}")
+    if not (math.isfinite(config.lr) and math.isfinite(config.min_lr)):
+        raise ValueError(f"lr and min_lr must be finite numbers, got lr={config.lr} min_lr={config.min_lr}")
     if config.lr <= 0 or config.min_lr < 0 or config.min_lr > config.lr:
         raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={config.lr} min_lr={config.min_lr}")
     if not 0 <= config.warmup_epochs <= config.epochs:
@@ -169,10 +169,11 @@ def validate(config: Config) -> None:
         raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
     if config.loss_scale < 1:
         raise ValueError(f"loss_scale must be at least 1, got {config.loss_scale}")
-    if config.amp_level not in ("auto", "O0", "O1", "O2", "O3"):
-        raise ValueError(f"amp_level must be auto, O0, O1, O2 or O3, got {config.amp_level!r}")
-    if config.device_target not in DEVICES:
-        raise ValueError(f"device_target must be CPU, GPU or Ascend, got {config.device_target!r}")
+    for f in fields(Config):
+        choices = f.metadata.get("choices")
+        value = getattr(config, f.name)
+        if choices and value is not None and value not in choices:
+            raise ValueError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
     if config.dataset_sink and config.device_target == "CPU":
         raise ValueError("dataset_sink needs Ascend or GPU: MindSpore has no data sink on CPU; "
                          "pass --dataset-sink false")
@@ -182,10 +183,10 @@ def validate(config: Config) -> None:
 
 def save_config(config: Config, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    write_text(path, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
-def _base_type(hint: Any) -> type:
+def base_type(hint: Any) -> type:
     args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
     return args[0] if args else hint
 
@@ -195,6 +196,11 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
         return None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads `1e-2` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ValueError(f"config key {key!r} must be {kind.__name__}, got {value!r}")
     return value

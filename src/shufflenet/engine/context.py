@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import mindspore as ms
 
 from ..utils.cpu import configure_cpu
-from .trainer import Ranks
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands in a data-parallel job (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    size: int = 1
+    local: int = 0  # rank within the node
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
 def setup_context(device_target: str | None = None, distributed: bool = False) -> Ranks:

@@ -1,11 +1,10 @@
-"""Top-1, top-5 and loss over every sample of a dataset, for a checkpoint network or a MINDIR."""
+"""Top-1, top-5 and loss over every sample of a dataset, for any model that gives logits."""
 from __future__ import annotations
 
 from typing import Callable
 
-import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn
+from mindspore import Tensor
 
 
 def batch_sums(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -21,17 +20,15 @@ def batch_sums(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def evaluate(
-    net: nn.Cell | Callable[[Tensor], Tensor],
+    predict: Callable[[np.ndarray], np.ndarray],
     dataset,
     reduce: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Score `net` on every batch of `dataset` (a shard of it when `reduce` sums across ranks)."""
-    if isinstance(net, nn.Cell):
-        net.set_train(False)
+    """Score `predict` (images -> logits, e.g. a `Predictor`) on every batch of `dataset`, a
+    shard of it when `reduce` sums across ranks."""
     totals = np.zeros(4, np.float64)
-    for images, labels in dataset.create_tuple_iterator(num_epochs=1):
-        logits = net(images)
-        totals += batch_sums(logits.asnumpy(), labels.asnumpy().astype(np.int64))
+    for images, labels in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+        totals += batch_sums(predict(images), labels.astype(np.int64))
     if reduce is not None:
         totals = reduce(totals)
     count = int(totals[3])
@@ -47,8 +44,3 @@ def all_reduce_sum(values: np.ndarray) -> np.ndarray:
 
     summed = ops.AllReduce()(Tensor(values.astype(np.float32)))
     return summed.asnumpy().astype(np.float64)
-
-
-def load_mindir(path: str) -> nn.Cell:
-    """A callable network from an exported MINDIR file."""
-    return nn.GraphCell(ms.load(path))

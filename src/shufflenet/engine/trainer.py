@@ -1,87 +1,61 @@
-"""The training loop: data, model, schedule, checkpoints, evaluation, logs, export.
+"""The training loop in parts, after torchvision's reference script: build the run, train one
+epoch, evaluate, save, finish.
 
 `train(config)` assumes the MindSpore context is set (the CLI does it: graph mode, device,
 communication for data parallelism). Everything a run writes goes to `config.output_dir`, by
-rank 0 only; the other ranks train and evaluate their shard.
+rank 0 only; the other ranks train and evaluate their shard. Input size, preprocessing and
+steps per epoch are resolved once, in `build_run`, before any pipeline exists.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
-import re
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional, Union
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from ..data import DataError, create_dataset, explained_pipeline_errors, open_source
-from ..models import create_model
-from ..utils.checkpoint import (
-    META_KEY,
-    CheckpointError,
-    load_weights,
-    model_description,
-    read_checkpoint,
-    read_description,
-    save_checkpoint,
-    scalar,
+from ..data import (
+    DataError,
+    PipelineSpec,
+    create_dataset,
+    explained_pipeline_errors,
+    get_preprocessing,
+    open_source,
 )
+from ..data.sources import ArraySource, ImageFileSource
+from ..inference import from_network, read_weights
+from ..models import META_KEY, ModelDescription, create_model, describe, read_description
+from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint, scalar
+from ..utils.files import atomic_path, write_text
 from .config import Config, save_config
+from .context import Ranks
 from .evaluator import all_reduce_sum, evaluate
 from .optim import build_optimizer
+from .run_folder import (
+    checkpoint_path,
+    choose_output_dir,
+    epoch_checkpoints,
+    remove_leftovers,
+    resolve_resume,
+)
 from .schedule import warmup_cosine_lr
 
-CHECKPOINT_DIR = "checkpoints"
-EPOCH_CHECKPOINT = re.compile(r"epoch-(\d+)\.ckpt$")
+Source = Union[ArraySource, ImageFileSource]
 AMP_BY_DEVICE = {"CPU": "O0", "GPU": "O2", "Ascend": "O3"}
-
-
-@dataclass(frozen=True)
-class Ranks:
-    rank: int = 0
-    size: int = 1
-    local: int = 0  # rank within the node
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def network_options(config: Config) -> dict:
-    return {"pool_padding": config.pool_padding, "classifier_bias": config.classifier_bias,
-            "group_conv": config.group_conv}
 
 
 def resolve_amp_level(config: Config) -> str:
     """fp32 on CPU: fp16 runs there but 3.5-4.7x slower, and bf16 fails (MindSpore 2.10)."""
     return AMP_BY_DEVICE[config.device_target] if config.amp_level == "auto" else config.amp_level
-
-
-def checkpoint_path(output_dir: str | Path, epoch: int) -> Path:
-    return Path(output_dir) / CHECKPOINT_DIR / f"epoch-{epoch:04d}.ckpt"
-
-
-def epoch_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Epoch checkpoints of a run, oldest first."""
-    folder = Path(output_dir) / CHECKPOINT_DIR
-    found = [(int(m.group(1)), p) for p in folder.glob("epoch-*.ckpt")
-             if (m := EPOCH_CHECKPOINT.search(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def resolve_resume(config: Config) -> Path | None:
-    if config.resume is None:
-        return None
-    if config.resume == "auto":
-        found = epoch_checkpoints(config.output_dir)
-        return found[-1] if found else None
-    return Path(config.resume)
 
 
 class Logger:
@@ -90,6 +64,7 @@ class Logger:
     def __init__(self, log_file: Path | None, enabled: bool = True) -> None:
         self.enabled = enabled
         self.tty = sys.stdout.isatty()
+        self.console = True
         self.log_file = log_file
         if enabled and log_file:
             log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -97,121 +72,261 @@ class Logger:
     def __call__(self, line: str) -> None:
         if not self.enabled:
             return
-        if self.tty:
-            sys.stdout.write("\r\033[K")
-        print(line, flush=True)
+        if self.console:
+            self._print(("\r\033[K" if self.tty else "") + line + "\n")
         if self.log_file:
             with open(self.log_file, "a") as handle:
                 handle.write(line + "\n")
 
     def bar(self, line: str) -> None:
-        if self.enabled and self.tty:
-            sys.stdout.write("\r\033[K" + line)
+        if self.enabled and self.tty and self.console:
+            self._print("\r\033[K" + line)
+
+    def _print(self, text: str) -> None:
+        """A reader that went away (`train.py | head`) stops the console output, not training."""
+        try:
+            sys.stdout.write(text)
             sys.stdout.flush()
+        except BrokenPipeError:
+            self.console = False
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
 
 
-def train(config: Config, ranks: Ranks = Ranks(), log: Callable[[str], None] | None = None) -> dict:
-    """Train, evaluate, checkpoint and export as `config` says; returns the final metrics."""
-    out = Path(config.output_dir)
-    logger = Logger(out / "train.log" if ranks.is_main else None, ranks.is_main)
+@dataclass
+class Run:
+    """Everything one training run holds, built once by `build_run`."""
+
+    config: Config
+    ranks: Ranks
+    logger: Logger
+    log: Callable[[str], None]
+    train_source: Source
+    val_source: Source
+    train_spec: PipelineSpec  # resolved: image size, preprocessing, augmentation
+    val_spec: PipelineSpec
+    description: ModelDescription
+    steps: int  # per epoch
+    lrs: np.ndarray  # per step
+    net: nn.Cell
+    optimizer: nn.Optimizer
+    train_net: nn.Cell
+    amp_level: str
+    start_epoch: int = 0
+    best_top1: float = -1.0
+    resumed_from: Optional[Path] = None
+    started: float = 0.0  # time.time() when training began, for the ETA
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.output_dir)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training; the message says how to continue."""
+
+
+def train(config: Config, ranks: Ranks | None = None, log: Callable[[str], None] | None = None,
+          default_folder: bool = False) -> dict:
+    """Train, evaluate, checkpoint and export as `config` says; returns the final metrics.
+
+    `default_folder`: `config.output_dir` is the recipe's, not the user's choice (see
+    `run_folder.choose_output_dir`).
+    """
+    ranks = ranks or Ranks()
+    run = build_run(config, ranks, log, default_folder)
+    try:
+        final = train_epochs(run)
+    except KeyboardInterrupt:
+        found = epoch_checkpoints(run.out)
+        where = f"the last checkpoint is {found[-1]}" if found else "no epoch finished"
+        raise Interrupted(f"interrupted: {where}; continue with --resume auto --output-dir {run.out}"
+                          ) from None
+    return finish(run, final) if ranks.is_main else final
+
+
+def train_epochs(run: Run) -> dict:
+    """The epochs left; each is checkpointed before it is evaluated. Returns the last scores."""
+    config, ranks = run.config, run.ranks
+    final: dict = {}
+    for epoch in range(run.start_epoch, config.epochs):
+        row = train_one_epoch(run, epoch)
+        if ranks.is_main:
+            save_epoch(run, epoch + 1)
+        last = epoch + 1 == config.epochs
+        if last or (config.eval_interval and (epoch + 1) % config.eval_interval == 0):
+            final = evaluate_run(run, epoch + 1)
+            row.update({f"val_{k}": v for k, v in final.items() if k != "samples"})
+        if ranks.is_main:
+            record_epoch(run, epoch + 1, row)
+    if not final:  # resumed from the last epoch: score the model once more
+        final = evaluate_run(run, config.epochs)
+    if ranks.size > 1:  # every rank, so its log shows that the replicas agree
+        print(f"rank {ranks.rank}: trained weights sha256 {weights_fingerprint(run.net)}", flush=True)
+    return final
+
+
+def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = None,
+              default_folder: bool = False) -> Run:
+    """Open the data, resolve the inputs, build network and optimizer, restore a resumed run.
+
+    Everything that can be wrong with the inputs is found here, before any compilation.
+    """
+    notes: list[str] = []  # logged once the log exists: nothing is created before these checks
+    if ranks.is_main:  # the only writer: the other ranks keep the folder they were given
+        config = choose_output_dir(config, default_folder, notes.append)
+    resume_from = resolve_resume(config, notes.append)
+    logger = Logger(Path(config.output_dir) / "train.log" if ranks.is_main else None, ranks.is_main)
     log = log or logger
-    resume_from = resolve_resume(config)
-
-    # Everything that can be wrong with the inputs is found here, before any compilation.
-    train_src = open_source(config.dataset, config.data_path, "train", config.skip_bad_images)
-    val_src = open_source(config.dataset, config.data_path, "val", config.skip_bad_images)
+    for note in notes:
+        log(note)
+    if ranks.is_main:
+        remove_leftovers(config.output_dir, log)
+    train_source = open_source(config.dataset, config.data_path, "train", config.skip_bad_images)
+    val_source = open_source(config.dataset, config.data_path, "val", config.skip_bad_images)
     resume_params = read_checkpoint(resume_from) if resume_from else None
-    pretrained_params = read_checkpoint(config.pretrained) if config.pretrained else None
+    pretrained_params = read_weights(config.pretrained) if config.pretrained else None
 
+    train_spec, val_spec, description = resolve_inputs(config, ranks, train_source)
+    steps = train_spec.steps(len(train_source))
     ms.set_seed(config.seed)
-    num_classes = len(train_src.class_names)
-    net = create_model(config.model, num_classes=num_classes, **network_options(config))
+    net = create_model(config.model, num_classes=description.num_classes, **config.model_options)
     if pretrained_params is not None:
         reset = load_weights(net, pretrained_params, skip_classifier_mismatch=True, source=config.pretrained)
         log(f"pretrained weights from {config.pretrained}" + (f" (new classifier: {reset})" if reset else ""))
-
-    def epoch_data(epoch: int, training: bool):
-        return create_dataset(
-            train_src if training else val_src, training, config.batch_size, config.image_size,
-            config.preprocessing, ranks.size, ranks.rank, epoch, config.seed, config.num_workers,
-            augment=config.augment and training)
-
-    _, info = epoch_data(0, True)
-    description = model_description(config.model, num_classes, network_options(config),
-                                     info.preprocessing, info.class_names, info.image_size)
-    lrs = warmup_cosine_lr(config.lr, config.min_lr, config.epochs, info.steps, config.warmup_epochs)
+    lrs = warmup_cosine_lr(config.lr, config.min_lr, config.epochs, steps, config.warmup_epochs)
     optimizer = build_optimizer(net, lrs, config.momentum, config.weight_decay, config.loss_scale)
+    amp_level = resolve_amp_level(config)
+    run = Run(config, ranks, logger, log, train_source, val_source, train_spec, val_spec, description,
+              steps, lrs, net, optimizer, build_train_network(net, optimizer, config, amp_level), amp_level)
+    if resume_params is not None:
+        run.start_epoch = _restore(run, resume_params, resume_from)
+        run.best_top1 = best_score(run.out)
+        run.resumed_from = resume_from
+        log(f"resumed from {resume_from} at epoch {run.start_epoch}")
+    if ranks.size > 1:
+        _check_ranks_agree(run.start_epoch, ranks.size)
+    if ranks.is_main:
+        save_config(config, run.out / "config.yaml")
+    log(f"{config.model}: {train_source.kind} ({len(train_source)} train / {len(val_source)} val images, "
+        f"{description.num_classes} classes) at {description.image_size}px, batch {config.batch_size} x "
+        f"{ranks.size} device(s), {steps} steps/epoch, {config.epochs} epochs, amp {amp_level}")
+    run.started = time.time()
+    return run
+
+
+def resolve_inputs(config: Config, ranks: Ranks, source: Source) -> tuple[PipelineSpec, PipelineSpec,
+                                                                         ModelDescription]:
+    """The train and evaluation pipelines' specs and the model's description, decided once."""
+    preprocessing = config.preprocessing or source.kind  # each dataset has a preset of its name
+    common = {"batch_size": config.batch_size, "image_size": config.image_size,
+              "preprocessing": get_preprocessing(preprocessing), "num_shards": ranks.size,
+              "shard_id": ranks.rank, "seed": config.seed, "num_workers": config.num_workers}
+    train_spec = PipelineSpec(True, augment=config.augment, **common).resolved(source.kind)
+    val_spec = PipelineSpec(False, **common).resolved(source.kind)
+    description = describe(config.model, len(source.class_names), options=config.model_options,
+                           preprocessing=preprocessing, class_names=tuple(source.class_names),
+                           image_size=train_spec.image_size)
+    return train_spec, val_spec, description
+
+
+def build_train_network(net: nn.Cell, optimizer: nn.Optimizer, config: Config, amp_level: str) -> nn.Cell:
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     manager = (ms.amp.FixedLossScaleManager(config.loss_scale, drop_overflow_update=False)
                if config.loss_scale > 1 else None)
-    amp_level = resolve_amp_level(config)
-    train_net = ms.amp.build_train_network(net, optimizer, loss_fn, level=amp_level,
-                                           loss_scale_manager=manager)
+    return ms.amp.build_train_network(net, optimizer, loss_fn, level=amp_level, loss_scale_manager=manager)
 
-    start_epoch, best_top1 = 0, -1.0
-    if resume_params is not None:
-        start_epoch, best_top1 = _restore(net, optimizer, resume_params, resume_from, config, info.steps)
-        log(f"resumed from {resume_from} at epoch {start_epoch}")
-    if ranks.size > 1:
-        _check_ranks_agree(start_epoch, ranks.size)
-    if ranks.is_main:
-        save_config(config, out / "config.yaml")
-    log(f"{config.model}: {info.kind} ({len(train_src)} train / {len(val_src)} val images, "
-        f"{num_classes} classes) at {info.image_size}px, batch {config.batch_size} x {ranks.size} "
-        f"device(s), {info.steps} steps/epoch, {config.epochs} epochs, amp {amp_level}")
 
-    reduce = all_reduce_sum if ranks.size > 1 else None
-    metrics_file = out / "metrics.csv"
-    total_steps, run_start = config.epochs * info.steps, time.time()
-    final = {}
-    for epoch in range(start_epoch, config.epochs):
-        dataset, info = epoch_data(epoch, True)
-        train_net.set_train(True)
-        losses, tick, seen, epoch_start = [], time.time(), 0, time.time()
-        if config.dataset_sink:  # the whole epoch in one device call; its loss is the last step's
-            with explained_pipeline_errors():
-                batches = [(info.steps, info.steps * config.batch_size,
-                            ms.data_sink(train_net, dataset, sink_size=info.steps)())]
-        else:
-            batches = ((step, len(labels), train_net(images, labels))
-                       for step, (images, labels) in enumerate(_iterate(dataset), start=1))
-        for step, count, loss in batches:
-            losses.append(float(loss.asnumpy()))
-            if not np.isfinite(losses[-1]):
-                raise FloatingPointError(f"loss became {losses[-1]} at epoch {epoch + 1} step {step}; "
-                                         "lower --lr or raise --warmup-epochs")
-            seen += count
-            global_step = epoch * info.steps + step
-            if step % config.log_interval == 0 or step == info.steps:
-                rate = seen * ranks.size / max(time.time() - tick, 1e-9)
-                done = global_step - start_epoch * info.steps
-                eta = (time.time() - run_start) / done * (total_steps - global_step)
-                line = (f"epoch {epoch + 1}/{config.epochs} step {step}/{info.steps} "
-                        f"loss {np.mean(losses[-config.log_interval:]):.4f} "
-                        f"lr {lrs[global_step - 1]:.5f} {rate:.1f} img/s eta {_hms(eta)}")
-                (logger.bar if logger.tty and step != info.steps else log)(line)
-                tick, seen = time.time(), 0
-        if not losses:
-            raise DataError("the training pipeline yielded no batches; check the dataset")
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-               "lr": float(lrs[(epoch + 1) * info.steps - 1]), "epoch_seconds": time.time() - epoch_start}
-        last = epoch + 1 == config.epochs
-        if last or (config.eval_interval and (epoch + 1) % config.eval_interval == 0):
-            final = evaluate(net, epoch_data(0, False)[0], reduce)
-            row.update({f"val_{k}": v for k, v in final.items() if k != "samples"})
-            log(f"epoch {epoch + 1}: val top-1 {final['top1']:.4f} top-5 {final['top5']:.4f} "
-                f"loss {final['loss']:.4f} ({final['samples']} samples)")
-        if ranks.is_main:
-            best_top1 = _save_epoch(train_net, net, config, epoch + 1, description, row, best_top1)
-            _append_csv(metrics_file, row)
+def train_one_epoch(run: Run, epoch: int) -> dict:
+    """One pass over this rank's shard; returns the epoch's row of metrics.csv."""
+    config, steps = run.config, run.steps
+    dataset, _ = create_dataset(run.train_source, run.train_spec, epoch)
+    run.train_net.set_train(True)
+    losses, tick, seen, epoch_start = [], time.time(), 0, time.time()
+    for step, count, loss in _train_steps(run, dataset):
+        losses.append(float(loss.asnumpy()))
+        if not np.isfinite(losses[-1]):
+            raise FloatingPointError(f"loss became {losses[-1]} at epoch {epoch + 1} step {step}; "
+                                     "lower --lr or raise --warmup-epochs")
+        seen += count
+        if step % config.log_interval == 0 or step == steps:
+            rate = seen * run.ranks.size / max(time.time() - tick, 1e-9)
+            global_step = epoch * steps + step
+            done = global_step - run.start_epoch * steps
+            eta = (time.time() - run.started) / done * (config.epochs * steps - global_step)
+            line = (f"epoch {epoch + 1}/{config.epochs} step {step}/{steps} "
+                    f"loss {np.mean(losses[-config.log_interval:]):.4f} "
+                    f"lr {run.lrs[global_step - 1]:.5f} {rate:.1f} img/s eta {_hms(eta)}")
+            (run.logger.bar if run.logger.tty and step != steps else run.log)(line)
+            tick, seen = time.time(), 0
+    if not losses:
+        raise DataError("the training pipeline yielded no batches; check the dataset")
+    return {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+            "lr": float(run.lrs[(epoch + 1) * steps - 1]), "epoch_seconds": time.time() - epoch_start}
 
-    if not final:  # resumed from the last epoch: score the model once more
-        final = evaluate(net, epoch_data(0, False)[0], reduce)
-    if ranks.size > 1:  # every rank, so its log shows that the replicas agree
-        print(f"rank {ranks.rank}: trained weights sha256 {weights_fingerprint(net)}", flush=True)
-    if ranks.is_main:
-        return _finish(net, config, description, final, metrics_file, log)
+
+def _train_steps(run: Run, dataset):
+    """(step, images, loss) per step; with a data sink, the whole epoch as one device call."""
+    if run.config.dataset_sink:  # its loss is the last step's
+        with explained_pipeline_errors():
+            loss = ms.data_sink(run.train_net, dataset, sink_size=run.steps)()
+        yield run.steps, run.steps * run.config.batch_size, loss
+        return
+    with explained_pipeline_errors():
+        for step, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1), start=1):
+            yield step, len(labels), run.train_net(images, labels)
+
+
+def evaluate_run(run: Run, epoch: int) -> dict:
+    """Top-1, top-5 and loss over every validation sample (the ranks' shards summed)."""
+    dataset, _ = create_dataset(run.val_source, run.val_spec)
+    with explained_pipeline_errors():
+        final = evaluate(from_network(run.net, run.description), dataset,
+                         all_reduce_sum if run.ranks.size > 1 else None)
+    run.log(f"epoch {epoch}: val top-1 {final['top1']:.4f} top-5 {final['top5']:.4f} "
+            f"loss {final['loss']:.4f} ({final['samples']} samples)")
     return final
+
+
+def save_epoch(run: Run, epoch: int) -> None:
+    """The epoch's checkpoint (weights, optimizer state, epoch), written before evaluation so a
+    failure there loses nothing; the oldest beyond `keep_checkpoints` are removed."""
+    meta = {META_KEY: run.description.to_json(), "epoch": epoch}
+    save_checkpoint(run.train_net, checkpoint_path(run.out, epoch), meta)
+    for old in epoch_checkpoints(run.out)[:-run.config.keep_checkpoints]:
+        old.unlink()
+
+
+def record_epoch(run: Run, epoch: int, row: dict) -> None:
+    """best.ckpt when the epoch's top-1 beats every earlier one, and the epoch's metrics row."""
+    top1 = row.get("val_top1")
+    if top1 is not None and top1 > run.best_top1:
+        run.best_top1 = top1
+        meta = {META_KEY: run.description.to_json(), "epoch": epoch, "top1": float(top1)}
+        save_checkpoint(run.net, run.out / "best.ckpt", meta)
+    _append_csv(run.out / "metrics.csv", row)
+
+
+def best_score(output_dir: Path) -> float:
+    """Top-1 of the run's best.ckpt so far (-1 without one), so a resumed run keeps the best."""
+    best = output_dir / "best.ckpt"
+    return float(scalar(read_checkpoint(best), "top1", -1.0)) if best.is_file() else -1.0
+
+
+def finish(run: Run, final: dict) -> dict:
+    """final.ckpt, eval.json, curves.png and (unless disabled) a verified MINDIR."""
+    out, config = run.out, run.config
+    result = {"model": config.model, **final}
+    meta = {META_KEY: run.description.to_json(), "epoch": config.epochs}
+    save_checkpoint(run.net, out / "final.ckpt", meta)
+    write_text(out / "eval.json", json.dumps(result, indent=1) + "\n")
+    _plot(out / "metrics.csv", out / "curves.png")
+    written = [out / name for name in ("final.ckpt", "best.ckpt", "eval.json", "metrics.csv", "curves.png")]
+    if config.export:
+        from ..export import DYNAMIC_BATCH, export_model
+
+        written.append(export_model(run.net, "MINDIR", out / "model", DYNAMIC_BATCH, run.description))
+    run.log("wrote " + ", ".join(str(p) for p in written if p.exists()))
+    return result
 
 
 def weights_fingerprint(net: nn.Cell) -> str:
@@ -227,60 +342,50 @@ def weights_fingerprint(net: nn.Cell) -> str:
     return digest.hexdigest()
 
 
-def _restore(net: nn.Cell, optimizer: nn.Optimizer, params: dict, path: Path, config: Config,
-             steps_per_epoch: int) -> tuple[int, float]:
+def _restore(run: Run, params: dict, path: Path) -> int:
     """Network weights and momentum buffers from `params`; the schedule is the current one.
 
     The learning-rate array and step counter are derived from the configuration, not loaded:
     training continues at the first step of the saved epoch, so a resumed run may change the
     batch size, device count or schedule.
     """
-    described = read_description(params)
-    if described and described["model"] != config.model:
+    described = read_description(params, str(path))
+    if described and described.model != run.config.model:
         raise CheckpointError(
-            f"{path} was trained as {described['model']}, not {config.model}; pass --model "
-            f"{described['model']} or another checkpoint")
+            f"{path} was trained as {described.model}, not {run.config.model}; pass --model "
+            f"{described.model} or another checkpoint")
+    _refuse_without_optimizer_state(run, params, path, described)
     epoch = int(scalar(params, "epoch", 0))
-    if epoch > config.epochs:
-        raise CheckpointError(f"{path} is from epoch {epoch}, beyond --epochs {config.epochs}")
-    load_weights(list(net.get_parameters()) + list(optimizer.moments), params, source=str(path))
-    optimizer.global_step.set_data(ms.Tensor([epoch * steps_per_epoch], ms.int32))
-    return epoch, float(scalar(params, "best_top1", -1.0))
+    if epoch > run.config.epochs:
+        raise CheckpointError(f"{path} is from epoch {epoch}, beyond --epochs {run.config.epochs}")
+    load_weights(list(run.net.get_parameters()) + list(run.optimizer.moments), params, source=str(path))
+    run.optimizer.global_step.set_data(ms.Tensor([epoch * run.steps], ms.int32))
+    return epoch
 
 
-def _save_epoch(train_net, net, config, epoch, description, row, best_top1) -> float:
-    meta = {META_KEY: json.dumps(description), "epoch": epoch}
-    top1 = row.get("val_top1")
-    if top1 is not None and top1 > best_top1:
-        best_top1 = top1
-        save_checkpoint(net, Path(config.output_dir) / "best.ckpt", {**meta, "top1": float(top1)})
-    save_checkpoint(train_net, checkpoint_path(config.output_dir, epoch),
-                    {**meta, "best_top1": float(best_top1)})
-    for old in epoch_checkpoints(config.output_dir)[:-config.keep_checkpoints]:
-        old.unlink()
-    return best_top1
+def _refuse_without_optimizer_state(run: Run, params: dict, path: Path,
+                                    described: Optional[ModelDescription]) -> None:
+    """--resume continues a run of this project from its weights, momentum buffers and epoch; a
+    foreign checkpoint (mindcv's, even with its own optimizer state) or a weights-only file
+    (final.ckpt, best.ckpt) cannot be continued, and says so rather than listing missing keys."""
+    missing = [moment.name for moment in run.optimizer.moments if moment.name not in params]
+    if not missing:
+        return
+    from ..lineages import identify
 
-
-def _finish(net, config, description, final, metrics_file, log) -> dict:
-    out = Path(config.output_dir)
-    result = {"model": config.model, **final}
-    save_checkpoint(net, out / "final.ckpt", {META_KEY: json.dumps(description), "epoch": config.epochs})
-    (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-    _plot(metrics_file, out / "curves.png")
-    written = [out / "final.ckpt", out / "best.ckpt", out / "eval.json", metrics_file, out / "curves.png"]
-    if config.export:
-        from ..export import DYNAMIC_BATCH, export_model
-
-        written.append(export_model(net, "MINDIR", out / "model", batch_size=DYNAMIC_BATCH,
-                                    image_size=description["image_size"], description=description))
-    log("wrote " + ", ".join(str(p) for p in written if p.exists()))
-    return result
-
-
-def _iterate(dataset):
-    """Batches of a pipeline, with a bad image's own message instead of MindSpore's traceback."""
-    with explained_pipeline_errors():
-        yield from dataset.create_tuple_iterator(num_epochs=1)
+    lineage = identify(params) if described is None else None
+    if lineage is None and any(key.startswith("moments.") for key in params):
+        return  # buffers of this project's names that do not fit: load_weights lists them
+    if lineage is not None:
+        holds = f"{lineage.origin} weights, not a training run of this project"
+    elif described is not None:
+        holds = "this project's weights only (as final.ckpt and best.ckpt do)"
+    else:
+        holds = "weights of unknown origin"
+    raise CheckpointError(
+        f"{path} holds {holds}: it lacks this project's optimizer state ({len(missing)} momentum "
+        f"buffers, e.g. {missing[0]}), so --resume cannot continue it; start from its weights "
+        f"with --pretrained {path} instead")
 
 
 def _check_ranks_agree(start_epoch: int, size: int) -> None:
@@ -298,13 +403,17 @@ def _check_ranks_agree(start_epoch: int, size: int) -> None:
 
 
 def _append_csv(path: Path, row: dict) -> None:
+    """Add the epoch's row (replacing rows of that epoch or later, left by a killed run)."""
     columns = ["epoch", "train_loss", "lr", "epoch_seconds", "val_top1", "val_top5", "val_loss"]
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    rows = []
+    if path.exists():
+        with open(path, newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < row["epoch"]]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows([*rows, row])
+    write_text(path, buffer.getvalue())
 
 
 def _plot(metrics_file: Path, png: Path) -> None:
@@ -332,7 +441,8 @@ def _plot(metrics_file: Path, png: Path) -> None:
         axis.legend()
         axis.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 

@@ -1,18 +1,15 @@
-"""Export to MINDIR/AIR/ONNX with verification, and import of other lineages' weights."""
-from .convert import compare_with_megvii, convert_megvii, import_mindspore_checkpoint
+"""Export to MINDIR, AIR and ONNX, verified against the network, with a sidecar JSON."""
 from .exporter import (
     DYNAMIC_BATCH,
     FORMATS,
     ExportVerificationError,
+    check_export_request,
     export_model,
-    read_sidecar,
-    sidecar_path,
+    probe_batch,
     verify_export,
 )
-from .loading import describe_checkpoint, infer_model, load_network
 
 __all__ = [
-    "DYNAMIC_BATCH", "FORMATS", "ExportVerificationError", "compare_with_megvii", "convert_megvii",
-    "describe_checkpoint", "export_model", "import_mindspore_checkpoint", "infer_model", "load_network",
-    "read_sidecar", "sidecar_path", "verify_export",
+    "DYNAMIC_BATCH", "FORMATS", "ExportVerificationError", "check_export_request", "export_model",
+    "probe_batch", "verify_export",
 ]

@@ -4,12 +4,13 @@ write a sidecar JSON that says how to feed it.
 Every export is reloaded right after it is written (`ms.load` + `nn.GraphCell` for MINDIR,
 onnxruntime for ONNX) and run on a probe batch of preprocessed random pixels; outputs that
 differ from the source network beyond a tight tolerance delete the file and raise. The graph is
-exported from a copy of the network built with per-group convolutions (`group_conv="split"`),
-the only form Ascend runs, so a MINDIR exported on a CPU deploys on Ascend.
+exported from a copy of the network rebuilt from its description with Ascend-ready operations
+(per-group convolutions, portable pools), so a MINDIR exported on a CPU deploys on Ascend.
+MINDIR and ONNX exports fold each BatchNorm into the convolution before it (1.17-1.29x faster
+inference measured on CPU); the check still compares with the unfolded network.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
@@ -20,27 +21,35 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from ..data.presets import Preprocessing, eval_resize, get_preprocessing
-from ..utils.checkpoint import load_weights, model_description
-from .loading import build_network, model_for_channels
+from ..data.presets import Preprocessing
+from ..inference import build_network, run_exported
+from ..inference.sidecar import make_sidecar, write_sidecar
+from ..models import ModelDescription, model_options
+from ..models.fast_ops import fold_batchnorm
+from ..utils.checkpoint import load_weights
 from .portable_pools import portable_pools
 
 FORMATS = ("MINDIR", "AIR", "ONNX")
 EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
+#: Formats whose exports have BatchNorm folded by default (Ascend's compiler folds AIR itself).
+FOLDED_BY_DEFAULT = ("MINDIR", "ONNX")
 #: `batch_size` that exports a MINDIR taking any batch.
 DYNAMIC_BATCH = 0
+#: Network options an exported graph is built with where the model has them: the forms Ascend runs.
+ASCEND_OPTIONS = {"group_conv": "split"}
 #: Batch sizes a dynamic-batch export is verified at.
 DYNAMIC_PROBE_BATCHES = (1, 3)
 #: Largest accepted |exported - network|, relative to the largest |logit| (at least 1).
 DEFAULT_TOLERANCE = 1e-5
 
 
-class ExportVerificationError(RuntimeError):
+class ExportVerificationError(ValueError):
     """An exported file does not reproduce the network it was exported from."""
 
 
-def check_export_request(fmt: str, batch_size: int, image_size: int) -> str:
-    """Refuse what cannot be exported here, before any work; returns the upper-case format."""
+def check_export_request(fmt: str, batch_size: int, image_size: int | None = None) -> str:
+    """Refuse what cannot be exported here, before any work; returns the upper-case format.
+    `image_size` None: the model's own, checked when its description is built."""
     fmt = str(fmt).upper()
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -55,7 +64,7 @@ def check_export_request(fmt: str, batch_size: int, image_size: int) -> str:
     if batch_size == DYNAMIC_BATCH and fmt != "MINDIR":
         raise ValueError(f"a dynamic batch (--batch-size 0) exports only to MINDIR, not {fmt}; "
                          "give a fixed --batch-size")
-    if not isinstance(image_size, int) or image_size < 32:
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 32):
         raise ValueError(f"--image-size must be an integer of at least 32, got {image_size!r}")
     return fmt
 
@@ -73,16 +82,6 @@ def sidecar_path(exported: str | os.PathLike) -> Path:
     return exported.with_name(exported.name + ".json")
 
 
-def describe_network(net: nn.Cell, preprocessing: str = "imagenet", image_size: int = 224) -> dict[str, Any]:
-    """A `model_description` of a `ShuffleNetV1` read off the network itself."""
-    name = model_for_channels(net.groups, net.channels)
-    if name is None:
-        raise ValueError(f"no registered model has groups={net.groups} and channels {net.channels}")
-    options = {"pool_padding": net.pool_padding, "classifier_bias": net.classifier_bias}
-    return model_description(name, net.classifier.weight.shape[0], options, preprocessing,
-                             image_size=image_size)
-
-
 def probe_batch(batch: int, image_size: int, preprocessing: Preprocessing, seed: int = 0) -> np.ndarray:
     """Random 0..255 pixels, preprocessed as the network's inputs are: realistic magnitudes."""
     rng = np.random.default_rng(seed)
@@ -90,20 +89,6 @@ def probe_batch(batch: int, image_size: int, preprocessing: Preprocessing, seed:
     mean = np.asarray(preprocessing.mean, np.float32)
     std = np.asarray(preprocessing.std, np.float32)
     return np.ascontiguousarray(((pixels - mean) / std).transpose(0, 3, 1, 2))
-
-
-def run_exported(path: str | os.PathLike, fmt: str, inputs: np.ndarray) -> np.ndarray | None:
-    """Outputs of an exported file for `inputs`; None when no runtime for it is installed."""
-    if fmt == "MINDIR":
-        return nn.GraphCell(ms.load(str(path)))(Tensor(inputs)).asnumpy()
-    if fmt == "ONNX":
-        try:
-            import onnxruntime
-        except ImportError:
-            return None
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {session.get_inputs()[0].name: inputs})[0]
-    return None
 
 
 def verify_export(
@@ -124,10 +109,11 @@ def verify_export(
     for seed, batch in enumerate(batch_sizes):
         inputs = probe_batch(batch, image_size, preprocessing, seed)
         expected = net(Tensor(inputs)).asnumpy()
-        actual = run_exported(path, fmt, inputs)
-        if actual is None:
-            warnings.warn(f"{path} was not verified: install onnxruntime to run ONNX files", stacklevel=2)
-            return {"verified": False, "reason": "onnxruntime is not installed"}
+        try:
+            actual = run_exported(path, fmt, inputs)
+        except ValueError as err:  # no runtime for the format here
+            warnings.warn(f"{path} was not verified: {err}", stacklevel=2)
+            return {"verified": False, "reason": str(err)}
         if actual.shape != expected.shape:
             raise ExportVerificationError(
                 f"{path} returns shape {actual.shape} for a batch of {batch}; "
@@ -137,8 +123,8 @@ def verify_export(
         limit = tolerance * max(1.0, float(np.abs(expected).max()))
         if not diff <= limit:
             raise ExportVerificationError(
-                f"{path} differs from the network by {diff:.3g} (allowed {limit:.3g}) on a probe batch "
-                f"of {batch}; the file was deleted. Report this with the model name and format"
+                f"{Path(path).name} differs from the network by {diff:.3g} (allowed {limit:.3g}) on a probe "
+                f"batch of {batch}; nothing was written. Report this with the model name and format"
             )
         diffs.append(diff)
         relative.append(diff / max(float(np.abs(expected).max()), 1e-30))
@@ -151,112 +137,60 @@ def export_model(
     net: nn.Cell,
     fmt: str,
     file_name: str | os.PathLike,
-    batch_size: int = 1,
-    image_size: int = 224,
-    description: dict[str, Any] | None = None,
+    batch_size: int,
+    description: ModelDescription,
+    fold_bn: bool | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Path:
     """Export `net` (with its current weights), verify the file, write its sidecar; return its path.
 
     Args:
-        net: a ShuffleNetV1 (training or inference mode; it is restored afterwards).
+        net: a registered network (training or inference mode; it is restored afterwards).
         fmt: "MINDIR", "AIR" (Ascend only) or "ONNX".
         file_name: output path; the format's extension is added when missing.
         batch_size: fixed batch of the exported input, or 0 (`DYNAMIC_BATCH`, MINDIR only).
-        image_size: input height and width.
-        description: a `model_description` (model name, classes, options, preprocessing,
-            class names); read off `net` with ImageNet preprocessing when None.
+        description: what `net` is; its `image_size` is the exported input side.
+        fold_bn: fold BatchNorm into the convolutions (default: for MINDIR and ONNX).
         tolerance: largest accepted difference, relative to the largest logit.
     """
-    fmt = check_export_request(fmt, batch_size, image_size)
-    description = dict(description or describe_network(net, image_size=image_size))
-    description["image_size"] = image_size
-    preprocessing = get_preprocessing(description["preprocessing"])
+    fmt = check_export_request(fmt, batch_size, description.image_size)
+    fold_bn = fmt in FOLDED_BY_DEFAULT if fold_bn is None else fold_bn
     path = export_path(file_name, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
-
-    graph = build_network(description, group_conv="split")
-    load_weights(graph, {p.name: p for p in net.get_parameters()}, source="the network")
-    graph.set_train(False)
-    shape = [None if batch_size == DYNAMIC_BATCH else batch_size, 3, image_size, image_size]
+    graph = export_graph(net, description, fold_bn)
+    size = description.image_size
+    shape = [None if batch_size == DYNAMIC_BATCH else batch_size, 3, size, size]
     spec = Tensor(shape=shape, dtype=ms.float32) if batch_size == DYNAMIC_BATCH else Tensor(
         np.zeros(shape, np.float32))
     batches = DYNAMIC_PROBE_BATCHES if batch_size == DYNAMIC_BATCH else (batch_size,)
-    with tempfile.TemporaryDirectory() as scratch:
-        checked, checked_fmt = path, fmt
+    # Written and checked in a scratch folder beside the target (MindSpore's ONNX export chmods
+    # the folder it writes to), then moved into place: a failed export leaves nothing behind.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+        written = Path(scratch) / path.name
         with portable_pools(graph):
-            ms.export(graph, spec, file_name=str(path)[: -len(EXTENSIONS[fmt])], file_format=fmt)
+            ms.export(graph, spec, file_name=str(written)[: -len(EXTENSIONS[fmt])], file_format=fmt)
+            checked, checked_fmt = written, fmt
             if fmt == "AIR":  # MindSpore cannot load AIR: check a MINDIR of the same graph instead
                 checked, checked_fmt = Path(scratch) / "twin.mindir", "MINDIR"
                 ms.export(graph, spec, file_name=str(checked)[: -len(".mindir")], file_format="MINDIR")
         was_training = net.training
         net.set_train(False)
         try:
-            verification = verify_export(net, checked, checked_fmt, batches, image_size, preprocessing,
+            verification = verify_export(net, checked, checked_fmt, batches, size, description.preset,
                                          tolerance)
-        except ExportVerificationError:
-            path.unlink(missing_ok=True)
-            raise
         finally:
             net.set_train(was_training)
-    write_sidecar(path, export_sidecar(description, fmt, path, shape, verification))
+        verification["batchnorm_folded"] = fold_bn
+        sidecar = make_sidecar(description, fmt, written, shape, verification, ms.__version__)
+        os.replace(written, path)
+    write_sidecar(path, sidecar)
     return path
 
 
-def export_sidecar(
-    description: dict[str, Any], fmt: str, path: Path, input_shape: list, verification: dict[str, Any]
-) -> dict[str, Any]:
-    """Everything needed to feed the exported file: input shape, preprocessing, class names."""
-    name = description["preprocessing"]
-    preprocessing = get_preprocessing(name)
-    return {
-        "file": path.name,
-        "format": fmt,
-        "model": description["model"],
-        "num_classes": description["num_classes"],
-        "options": description.get("options", {}),
-        "image_size": description["image_size"],
-        "input_shape": input_shape,
-        "input_dtype": "float32",
-        "input_layout": "NCHW",
-        "preprocessing": {
-            "name": name,
-            "channel_order": "BGR" if preprocessing.bgr else "RGB",
-            "pixel_range": "0..255",
-            "resize_shorter_side": eval_resize(description["image_size"], preprocessing),
-            **preprocessing.to_dict(),
-        },
-        "class_names": description["class_names"],
-        "verification": verification,
-        "mindspore_version": ms.__version__,
-    }
-
-
-def write_sidecar(exported: str | os.PathLike, data: dict[str, Any]) -> Path:
-    path = sidecar_path(exported)
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    return path
-
-
-def read_sidecar(exported: str | os.PathLike) -> dict[str, Any]:
-    """The sidecar of an exported file; a ValueError naming the file when missing or damaged."""
-    path = sidecar_path(exported)
-    if not path.is_file():
-        raise ValueError(f"{path} not found: an exported model needs the sidecar JSON written "
-                         "next to it by export.py; re-export, or copy it along with the model")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); re-export the model") from None
-    missing = [key for key in ("image_size", "preprocessing", "class_names") if key not in data]
-    if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}; re-export the model")
-    return data
-
-
-def sidecar_preprocessing(sidecar: dict[str, Any]) -> Preprocessing:
-    """The `Preprocessing` recorded in a sidecar (self-contained: presets may change later)."""
-    recorded = sidecar["preprocessing"]
-    return Preprocessing(tuple(recorded["mean"]), tuple(recorded["std"]), bool(recorded["bgr"]),
-                         float(recorded["eval_crop"]))
-
+def export_graph(net: nn.Cell, description: ModelDescription, fold_bn: bool) -> nn.Cell:
+    """A fresh copy of `net` in inference mode, with per-group convolutions, BN folded if asked."""
+    ascend_ready = {k: v for k, v in ASCEND_OPTIONS.items() if k in model_options(description.model)}
+    graph = build_network(description, **ascend_ready)
+    load_weights(graph, {p.name: p for p in net.get_parameters()}, source="the network")
+    graph.set_train(False)
+    return fold_batchnorm(graph) if fold_bn else graph

@@ -1,10 +1,22 @@
-"""Model definitions and the registry that names them."""
+"""Model definitions, the registry that names them and the description that travels with them."""
 from . import shufflenet_v1  # noqa: F401  (registers the ShuffleNetV1 family)
+from .description import META_KEY, ModelDescription, read_description
 from .layers import GroupConv, channel_shuffle
-from .registry import create_model, list_models, model_arch, model_options
+from .registry import (
+    create_model,
+    describe,
+    family_of,
+    list_models,
+    model_arch,
+    model_entry,
+    model_options,
+    option_table,
+    recognise,
+)
 from .shufflenet_v1 import ShuffleNetV1, ShuffleV1Block, stage_channels
 
 __all__ = [
-    "GroupConv", "ShuffleNetV1", "ShuffleV1Block", "channel_shuffle", "create_model",
-    "list_models", "model_arch", "model_options", "stage_channels",
+    "META_KEY", "GroupConv", "ModelDescription", "ShuffleNetV1", "ShuffleV1Block", "channel_shuffle",
+    "create_model", "describe", "family_of", "list_models", "model_arch", "model_entry", "model_options",
+    "option_table", "read_description", "recognise", "stage_channels",
 ]

@@ -9,20 +9,24 @@ network, whose parameter layout this does not touch.
 from __future__ import annotations
 
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn
 
 from .layers import GroupConv
 
 
 class ChannelBias(nn.Cell):
-    """Adds a per-channel bias: what is left of a BatchNorm once its scale is in the conv."""
+    """Adds a per-channel bias: what is left of a BatchNorm once its scale is in the conv.
+
+    Held as (C, 1, 1) and added by broadcasting: MindSpore's ONNX converter turns `BiasAdd`
+    into an `Add` over the last axis, which onnxruntime refuses.
+    """
 
     def __init__(self, bias: np.ndarray) -> None:
         super().__init__()
-        self.bias = Parameter(Tensor(bias.astype(np.float32)), name="bias")
+        self.bias = Parameter(Tensor(bias.astype(np.float32).reshape(-1, 1, 1)), name="bias")
 
     def construct(self, x: Tensor) -> Tensor:
-        return ops.bias_add(x, self.bias)
+        return x + self.bias
 
 
 def _scale_and_shift(bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:

@@ -1,50 +1,153 @@
-"""A strict name -> model registry: duplicates are refused, unknown names and options explained."""
+"""A strict name -> model registry: duplicates are refused, unknown names and options explained.
+
+Each family registers itself once (`register_family`: its network options with their types and
+choices, and how to recognise its checkpoints from their shapes) and then its models
+(`register_model`: the builder, the fixed architecture arguments and the default input).
+Commands generate their flags from these tables and fill every default from them.
+"""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 from mindspore import nn
 
-_MODELS: dict[str, tuple[Callable[..., nn.Cell], dict[str, Any]]] = {}
+from .description import ModelDescription
+
+#: Input side and convention of a model that registers no other (ImageNet-style training).
+DEFAULT_IMAGE_SIZE = 224
+DEFAULT_PREPROCESSING = "imagenet"
 
 
-def register_model(name: str, builder: Callable[..., nn.Cell], **arch: Any) -> None:
+@dataclass(frozen=True)
+class ModelOption:
+    """A network option of `create_model` as commands expose it (`--pool-padding`, ...)."""
+
+    kind: type
+    help: str
+    choices: Optional[tuple] = None
+
+
+#: Shapes of a checkpoint's entries -> (model name, description fields) or None if not this family.
+Recogniser = Callable[[Mapping[str, tuple]], Optional[tuple[str, dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    options: Mapping[str, ModelOption]
+    recognise: Recogniser
+    #: A built network's architecture in a few words, for `shufflenet summary`.
+    arch_text: Callable[[nn.Cell], str]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    builder: Callable[..., nn.Cell]
+    arch: Mapping[str, Any] = field(default_factory=dict)
+    image_size: int = DEFAULT_IMAGE_SIZE
+    preprocessing: str = DEFAULT_PREPROCESSING
+    #: Published multiply-adds at the default input, in millions, and who published them.
+    published_mflops: Optional[tuple[float, str]] = None
+
+
+_FAMILIES: dict[str, Family] = {}
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_family(name: str, options: Mapping[str, ModelOption], recognise: Recogniser,
+                    arch_text: Callable[[nn.Cell], str]) -> None:
+    """Declare a family; an option name shared with another family must mean the same there."""
+    if name in _FAMILIES:
+        raise ValueError(f"model family {name!r} is already registered")
+    known = option_table()
+    for key, spec in options.items():
+        if key in known and known[key] != spec:
+            raise ValueError(f"option {key!r} of family {name!r} differs from another family's")
+    _FAMILIES[name] = Family(name, dict(options), recognise, arch_text)
+
+
+def register_model(name: str, builder: Callable[..., nn.Cell], family: str,
+                   image_size: int = DEFAULT_IMAGE_SIZE, preprocessing: str = DEFAULT_PREPROCESSING,
+                   published_mflops: Optional[tuple[float, str]] = None, **arch: Any) -> None:
     """Register `builder(**arch, num_classes=..., **options)` under `name`."""
     if name in _MODELS:
         raise ValueError(f"model {name!r} is already registered")
-    _MODELS[name] = (builder, arch)
+    if family not in _FAMILIES:
+        raise ValueError(f"register the family {family!r} before its model {name!r}")
+    _MODELS[name] = ModelEntry(name, family, builder, dict(arch), image_size, preprocessing,
+                               published_mflops)
 
 
-def list_models() -> list[str]:
-    """Names of every registered model, sorted."""
-    return sorted(_MODELS)
+def list_models(family: str | None = None) -> list[str]:
+    """Names of every registered model (of one family), sorted."""
+    return sorted(n for n, e in _MODELS.items() if family is None or e.family == family)
+
+
+def family_of(name: str) -> Family:
+    return _FAMILIES[model_entry(name).family]
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    return _MODELS[name]
 
 
 def model_options(name: str) -> list[str]:
     """The options `create_model(name, ...)` accepts besides `num_classes`."""
-    builder, arch = _lookup(name)
-    params = inspect.signature(builder).parameters
-    return [p for p in params if p not in arch and p not in ("self", "num_classes")]
+    entry = model_entry(name)
+    params = inspect.signature(entry.builder).parameters
+    return [p for p in params if p not in entry.arch and p not in ("self", "num_classes")]
+
+
+def option_table() -> dict[str, ModelOption]:
+    """Every network option of every family, by name."""
+    return {key: spec for family in _FAMILIES.values() for key, spec in family.options.items()}
 
 
 def model_arch(name: str) -> dict[str, Any]:
     """The fixed architecture arguments of a registered model, e.g. groups and width."""
-    return dict(_lookup(name)[1])
+    return dict(model_entry(name).arch)
 
 
 def create_model(name: str, num_classes: int = 1000, **options: Any) -> nn.Cell:
     """Build a registered model; see `list_models()` for names and `model_options()` for options."""
-    builder, arch = _lookup(name)
+    entry = model_entry(name)
     unknown = sorted(set(options) - set(model_options(name)))
     if unknown:
         raise ValueError(
             f"unknown option(s) {unknown} for {name}; valid options: {model_options(name)}"
         )
-    return builder(**arch, num_classes=num_classes, **options)
+    return entry.builder(**entry.arch, num_classes=num_classes, **options)
 
 
-def _lookup(name: str) -> tuple[Callable[..., nn.Cell], dict[str, Any]]:
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    return _MODELS[name]
+def describe(name: str, num_classes: int, **fields: Any) -> ModelDescription:
+    """A `ModelDescription` of `name`, its input size and convention defaulting to the model's."""
+    entry = model_entry(name)
+    fields.setdefault("image_size", entry.image_size)
+    fields.setdefault("preprocessing", entry.preprocessing)
+    unknown = sorted(set(fields.get("options", {})) - set(model_options(name)))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for {name}; valid options: {model_options(name)}")
+    return ModelDescription(name, num_classes, **fields)
+
+
+def recognise(shapes: Mapping[str, tuple], source: str = "the checkpoint") -> ModelDescription:
+    """The registered model whose parameter names and shapes these are, with its defaults.
+
+    Each family's recogniser looks for its own names; the first that matches decides.
+    """
+    for family in _FAMILIES.values():
+        found = family.recognise(shapes)
+        if found is not None:
+            name, fields = found
+            return describe(name, **fields)
+    raise ValueError(
+        f"{source} has parameter names of no registered family ({', '.join(_FAMILIES)}); "
+        "pass --model, or import the weights with `shufflenet convert`"
+    )

@@ -4,7 +4,7 @@ Network for Mobile Devices", CVPR 2018, https://arxiv.org/abs/1707.01083.
 Parameter names follow the MindSpore tutorial, the model zoo and mindcv (`first_conv`,
 `features.{i}.branch_main_{1,2}`, `convs.{k}`, `classifier`), so their checkpoints load as they
 are; Megvii's PyTorch release is hosted with `pool_padding="symmetric"`, `classifier_bias=False`
-and the converter in `shufflenet.export.convert`.
+and the converter in `shufflenet.lineages.shufflenet_v1_megvii`.
 """
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import math
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import Constant, Normal, initializer
 
-from .layers import GroupConv, channel_shuffle
-from .registry import register_model
+from .layers import GROUP_CONV_IMPLS, GroupConv, channel_shuffle
+from .registry import ModelOption, list_models, model_arch, register_family, register_model
+
+FAMILY = "shufflenet_v1"
 
 #: Paper Table 1: output channels of stage 2 at width 1.0x, per group count.
 STAGE2_CHANNELS_1X = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
@@ -26,6 +28,16 @@ STAGE_REPEATS = (4, 8, 4)
 WIDTHS = {1: (0.25, 0.5, 1.0), 2: (0.25, 0.5, 1.0), 3: (0.25, 0.5, 1.0, 1.5, 2.0),
           4: (0.25, 0.5, 1.0), 8: (0.25, 0.5, 1.0, 1.5, 2.0)}
 POOL_PADDINGS = ("same", "symmetric")
+#: The network options every command exposes as flags (`--pool-padding`, ...).
+OPTIONS = {
+    "pool_padding": ModelOption(str, "3x3/s2 pools padded as the tutorial, zoo and mindcv (same) or "
+                                "as Megvii and PyTorch (symmetric)", POOL_PADDINGS),
+    "classifier_bias": ModelOption(bool, "Dense classifier with bias (tutorial, zoo) or without "
+                                   "(mindcv, Megvii)"),
+    "group_conv": ModelOption(str, "grouped 1x1 convs as per-group Conv2d (split, the only form "
+                              "Ascend runs), one grouped conv (native), or auto", GROUP_CONV_IMPLS),
+    "in_channels": ModelOption(int, "input image channels"),
+}
 #: Published complexity at 224x224 in MFLOPs (multiply-adds): Megvii's release where it has the
 #: model, else the paper's Table 2 (140 / 38 / 13 at 1x / 0.5x / 0.25x for every group count).
 PUBLISHED_MFLOPS = {
@@ -223,13 +235,50 @@ def _fill(param, init) -> None:
     param.set_data(initializer(init, param.shape, param.dtype))
 
 
-def _width_tag(width: float) -> str:
+def model_for_channels(groups: int, channels: tuple[int, ...]) -> str | None:
+    """The registered ShuffleNetV1 whose group count and (stem, stage 2-4) channels are these."""
+    for name in list_models(FAMILY):
+        arch = model_arch(name)
+        if arch["groups"] == groups and stage_channels(groups, arch["width"]) == tuple(channels):
+            return name
+    return None
+
+
+def recognise_checkpoint(shapes: dict[str, tuple]) -> tuple[str, dict] | None:
+    """Model and classes of a checkpoint with the tutorial's/zoo's names, from its shapes.
+
+    The group count is the number of `convs.{k}` of block 1's first grouped conv (the first
+    block's is ungrouped); the stage widths come from the stem, block 1 and the classifier.
+    """
+    block1 = "features.1.branch_main_1.0.convs."
+    needed = ("first_conv.0.weight", "classifier.weight", block1 + "0.weight")
+    if any(key not in shapes for key in needed):
+        return None
+    groups = sum(1 for key in shapes if key.startswith(block1) and key.endswith(".weight"))
+    stage2 = shapes[block1 + "0.weight"][1] * groups
+    num_classes, stage4 = shapes["classifier.weight"]
+    channels = (shapes["first_conv.0.weight"][0], stage2, 2 * stage2, stage4)
+    name = model_for_channels(groups, channels)
+    if name is None:
+        raise ValueError(f"groups={groups} and channels {channels} match no registered ShuffleNetV1; "
+                         "pass --model (see `shufflenet summary`)")
+    return name, {"num_classes": int(num_classes),
+                  "options": {"classifier_bias": "classifier.bias" in shapes}}
+
+
+def width_tag(width: float) -> str:
     """0.25 -> "0_25", 1.0 -> "1_0": torchvision's naming of width multipliers."""
     text = f"{width:g}"
     return (text if "." in text else text + ".0").replace(".", "_")
 
 
+def arch_text(net: ShuffleNetV1) -> str:
+    return f"g{net.groups} {net.width:g}x, channels {', '.join(map(str, net.channels))}"
+
+
+register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text)
 for _groups, _widths in WIDTHS.items():
     for _width in _widths:
-        register_model(f"shufflenet_v1_g{_groups}_x{_width_tag(_width)}", ShuffleNetV1,
+        register_model(f"shufflenet_v1_g{_groups}_x{width_tag(_width)}", ShuffleNetV1, FAMILY,
+                       published_mflops=PUBLISHED_MFLOPS.get((_groups, _width)),
                        groups=_groups, width=_width)

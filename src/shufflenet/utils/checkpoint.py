@@ -6,8 +6,8 @@ and the keys, and never leave a half-written file under the final name.
 """
 from __future__ import annotations
 
-import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,18 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from .files import atomic_path
+
 #: Keys a classifier may have; `load_weights(..., skip_classifier_mismatch=True)` ignores them
 #: when their shape differs (fine-tuning on a new label set).
 CLASSIFIER_PREFIX = "classifier."
+#: How a checkpoint saved with a CRC ends: the tag, then the checksum (MindSpore 2.x layout).
+_CRC_TAG = b"crc_num"
+_CRC_TRAILER = len(_CRC_TAG) + 10
 
 
-#: Checkpoint entry holding a JSON description of the model (see `model_description`).
-META_KEY = "shufflenet_meta"
+#: First entry of every checkpoint this project writes (see `save_checkpoint`).
+FORMAT_KEY = "shufflenet_checkpoint"
 
 
 class CheckpointError(ValueError):
@@ -35,37 +40,66 @@ def save_checkpoint(
 
     The file is written under a temporary name in the same folder, read back with the CRC
     check, fsynced and only then moved to `path`, so a run killed at any moment leaves either
-    the previous file or the new one, never a torn one.
+    the previous file or the new one, never a torn one. Its first entry, `FORMAT_KEY`, marks
+    it as this project's: such a file without its CRC trailer has been cut short.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix != ".ckpt":
         raise CheckpointError(f"checkpoint file names must end in .ckpt, got {path}")
-    # MindSpore appends ".ckpt" to any other name, so the temporary name keeps the suffix.
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.ckpt")
+    named = params.parameters_dict().items() if isinstance(params, nn.Cell) else ((p.name, p) for p in params)
+    entries = [{"name": FORMAT_KEY, "data": ms.Tensor(np.array([1], np.int32))}]
+    entries += [{"name": name, "data": param} for name, param in named]
     try:
-        ms.save_checkpoint(params, str(tmp), crc_check=True, append_dict=dict(extra or {}))
-        read_checkpoint(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp:  # the temporary name keeps .ckpt: MindSpore appends it otherwise
+            ms.save_checkpoint(entries, str(tmp), crc_check=True, append_dict=dict(extra or {}))
+            read_checkpoint(tmp)
+    except (OSError, RuntimeError) as err:  # a full or read-only disk, from Python or MindSpore
+        cause = getattr(err, "strerror", None) or (str(err).strip().splitlines() or [""])[-1][:200]
+        raise CheckpointError(f"cannot write checkpoint {path}: {cause}; check the free space and "
+                              "permissions there (nothing was left behind)") from None
     return path
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, ms.Parameter]:
-    """Load a `.ckpt` into a name -> Parameter dict, checking its CRC when it has one."""
+    """Load a `.ckpt` into a name -> Parameter dict, checking its CRC when it has one.
+
+    MindSpore asked for a CRC check on a file without one (every foreign checkpoint) logs "do
+    not contain the crc code, please check the file" and loads it anyway; the check is asked
+    for only when the file has a CRC, and one line says instead what was checked.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+    crc = has_crc(path)
     try:
-        return ms.load_checkpoint(str(path), crc_check=True)
+        params = ms.load_checkpoint(str(path), crc_check=crc)
     except (ValueError, RuntimeError, TypeError, OSError) as err:
         raise CheckpointError(
             f"checkpoint {path} is damaged or not a MindSpore checkpoint ({err}); "
             "use another checkpoint (for example the previous epoch's) or retrain"
         ) from None
+    if not crc and FORMAT_KEY in params:
+        raise CheckpointError(
+            f"checkpoint {path} was written by this project but lacks its CRC trailer: it was cut "
+            "short (a full disk or an interrupted copy); use another checkpoint (for example the "
+            "previous epoch's) or copy it again")
+    if not crc:
+        print(f"note: {path} has no CRC (not written by this project): it parsed as a complete "
+              "MindSpore checkpoint and its entries are checked by name and shape against the network, "
+              "but flipped bytes inside a tensor would go unnoticed", file=sys.stderr, flush=True)
+    return params
+
+
+def has_crc(path: str | os.PathLike) -> bool:
+    """Whether the file ends in the CRC that `ms.save_checkpoint(..., crc_check=True)` appends:
+    the 7 bytes `crc_num` and a 10-byte checksum, which is what MindSpore's reader looks for."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size < _CRC_TRAILER:
+            return False
+        handle.seek(size - _CRC_TRAILER)
+        return handle.read(len(_CRC_TAG)) == _CRC_TAG
 
 
 def load_weights(
@@ -108,7 +142,7 @@ def load_weights(
     if problems:
         raise CheckpointError(
             f"{source} does not fit the network: " + "; ".join(problems)
-            + ". Check the model name and its options (pool_padding, classifier_bias, num_classes)"
+            + ". Check the model name, its options and the class count"
         )
     for param in targets:
         if param.name not in skipped:
@@ -128,33 +162,3 @@ def scalar(params: dict[str, Any], key: str, default: int | float | None = None)
 def _preview(names: list[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
-def model_description(
-    model: str,
-    num_classes: int,
-    options: dict[str, Any] | None = None,
-    preprocessing: str = "imagenet",
-    class_names: list[str] | None = None,
-    image_size: int = 224,
-) -> dict[str, Any]:
-    """What a checkpoint needs to be rebuilt, exported and used without further flags.
-
-    Stored as JSON under `META_KEY` by training (`save_checkpoint(extra={META_KEY: ...})`) and
-    written as the sidecar of exported files. `preprocessing` names an entry of
-    `shufflenet.data.presets.PRESETS`.
-    """
-    return {
-        "model": model,
-        "num_classes": int(num_classes),
-        "options": dict(options or {}),
-        "preprocessing": preprocessing,
-        "class_names": list(class_names) if class_names else [str(i) for i in range(num_classes)],
-        "image_size": int(image_size),
-    }
-
-
-def read_description(params: dict[str, Any]) -> dict[str, Any] | None:
-    """The `model_description` stored in a checkpoint dict, or None (foreign checkpoints)."""
-    raw = params.get(META_KEY)
-    return json.loads(raw) if isinstance(raw, str) else None

@@ -46,9 +46,13 @@ def _mindspore_net(spec: dict):
         ms.set_context(enable_graph_kernel=True)
     if spec["threads"]:
         set_mindspore_threads(spec["threads"])
-    return create_model(spec["model"], num_classes=spec["num_classes"], classifier_bias=False,
-                        group_conv=spec.get("group_conv", "auto"),
-                        pool_padding=spec.get("pool_padding", "same"))
+    return create_model(spec["model"], num_classes=spec["num_classes"], **_options(spec))
+
+
+def _options(spec: dict) -> dict:
+    """Megvii's bias-free classifier (the PyTorch peer's), and the variant's options."""
+    return {"classifier_bias": False, "group_conv": spec.get("group_conv", "auto"),
+            "pool_padding": spec.get("pool_padding", "same")}
 
 
 def mindspore_step(spec: dict) -> Step:
@@ -71,38 +75,37 @@ def mindspore_step(spec: dict) -> Step:
 
 
 def mindir_step(spec: dict) -> Step:
-    """Inference through a MINDIR exported from the same network and loaded by `nn.GraphCell`.
-
-    With `fold_bn`, the network's BatchNorms are folded into its convolutions before export.
-    """
-    import mindspore as ms
-    from mindspore import nn
+    """Inference through the MINDIR that `export.py` writes for the same network (verified,
+    BatchNorm folded unless `fold_bn` is false), run by the inference module as `eval.py` and
+    `predict` run it."""
+    from ..export import export_model
+    from ..inference import open_export
+    from ..models import describe
 
     if spec["mode"] != "infer":
         raise ValueError("the MINDIR contender only infers")
     net = _mindspore_net(spec)
-    net.set_train(False)
-    if spec.get("fold_bn"):
-        from ..models.fast_ops import fold_batchnorm
-
-        fold_batchnorm(net)
-    images = ms.Tensor(_inputs(spec)[0])
+    images = _inputs(spec)[0]
+    description = describe(spec["model"], spec["num_classes"], image_size=spec["image_size"],
+                           options=_options(spec))
     with tempfile.TemporaryDirectory() as tmp:
-        base = os.path.join(tmp, "net")
-        ms.export(net, ms.Tensor(np.zeros(images.shape, np.float32)), file_name=base, file_format="MINDIR")
-        graph = nn.GraphCell(ms.load(base + ".mindir"))
-    return lambda: graph(images).asnumpy()
+        path = export_model(net, "MINDIR", os.path.join(tmp, "net"), spec["batch"], description,
+                            fold_bn=spec.get("fold_bn", False))
+        predictor = open_export(path)
+    return lambda: predictor(images)
 
 
 def torch_step(spec: dict) -> Step:
-    """PyTorch eager on Megvii's architecture: the same step as `mindspore_step`."""
+    """PyTorch eager on the publisher's architecture (Megvii's for ShuffleNetV1): the same step
+    as `mindspore_step`."""
     import torch
 
-    from ..models.torch_megvii import build_megvii_shufflenet_v1
+    from ..lineages import torch_reference
+    from ..models import describe
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
-    model = build_megvii_shufflenet_v1(spec["groups"], spec["width"], spec["num_classes"])
+    model = torch_reference(describe(spec["model"], spec["num_classes"]))
     images, labels = (torch.from_numpy(a) for a in _inputs(spec))
     labels = labels.long()
     if spec["mode"] == "infer":

@@ -1,7 +1,7 @@
 """Megvii's ShuffleNetV1 (github.com/megvii-model/ShuffleNet-Series) rebuilt from PyTorch primitives.
 
-A reference for the weight converter (`shufflenet.export.convert`), its tests and the PyTorch
-side of benchmarks. Its `state_dict()` uses Megvii's exact names (`first_conv.0.weight`,
+A reference for the weight converter (`shufflenet.lineages.shufflenet_v1_megvii`), its tests and
+the PyTorch side of benchmarks. Its `state_dict()` uses Megvii's exact names (`first_conv.0.weight`,
 `features.{i}.branch_main_1.{0,1,3,4}.*`, `features.{i}.branch_main_2.{0,1}.*`,
 `classifier.0.weight`), so a released `.pth.tar` (after stripping `module.`) loads strictly.
 
@@ -23,10 +23,12 @@ try:
     from torch import nn
 except ImportError as err:  # torch is an optional dependency
     raise ImportError(
-        "shufflenet.models.torch_megvii needs PyTorch; install it with pip install -e \".[torch]\""
+        "shufflenet.lineages.torch_shufflenet_v1_megvii needs PyTorch; "
+        "install it with pip install -e \".[torch]\""
     ) from err
 
-from .shufflenet_v1 import STAGE_REPEATS, stage_channels
+from ..models import ModelDescription, model_arch
+from ..models.shufflenet_v1 import STAGE_REPEATS, stage_channels
 
 
 def _channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -105,6 +107,12 @@ def build_megvii_shufflenet_v1(groups: int, width: float, num_classes: int = 100
     call `.eval()` before comparing outputs.
     """
     return MegviiShuffleNetV1(groups, width, num_classes)
+
+
+def build_reference(description: ModelDescription) -> nn.Module:
+    """The Megvii network of a converted model's description (for output comparisons)."""
+    arch = model_arch(description.model)
+    return build_megvii_shufflenet_v1(arch["groups"], arch["width"], description.num_classes)
 
 
 def megvii_checkpoint(model: nn.Module) -> dict:

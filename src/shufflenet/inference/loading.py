@@ -1,0 +1,95 @@
+"""Rebuild a network from a checkpoint: from its stored description, or recognised from its shapes.
+
+Checkpoints written by this project carry a `ModelDescription`; foreign ones (the MindSpore
+tutorial's, the model zoo's) do not, so each registered family looks at the parameter names and
+shapes, which pin the model exactly, and the model's registered defaults fill in the rest.
+Foreign checkpoints with other names (mindcv 0.3.0's) are converted in memory by their lineage
+(`shufflenet.lineages`) as they are read, so every command loads them as `shufflenet convert`
+would have written them.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import mindspore as ms
+from mindspore import nn
+
+from ..models import META_KEY, ModelDescription, create_model, describe, read_description, recognise
+from ..utils.checkpoint import load_weights, read_checkpoint
+
+
+def parameter_shapes(params: Mapping[str, Any]) -> dict[str, tuple]:
+    """Name -> shape of every tensor entry of a checkpoint."""
+    return {key: tuple(value.shape) for key, value in params.items() if hasattr(value, "shape")}
+
+
+def describe_checkpoint(
+    params: Mapping[str, Any],
+    model: str | None = None,
+    num_classes: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    source: str = "the checkpoint",
+) -> ModelDescription:
+    """The checkpoint's description, else recognised from its shapes; arguments override both."""
+    description = read_description(params, source)
+    if description is None:
+        try:
+            description = recognise(parameter_shapes(params), source)
+        except ValueError:
+            if model is None:
+                raise
+            description = describe(model, num_classes or _classes_in(params, source))
+    changes: dict[str, Any] = {"options": dict(options or {})}
+    if model is not None:
+        changes["model"] = model
+    if num_classes is not None and num_classes != description.num_classes:
+        changes["num_classes"] = num_classes
+    return description.replace(**changes)
+
+
+def build_network(description: ModelDescription, **option_overrides: Any) -> nn.Cell:
+    """An untrained network as `description` says (its class count and options)."""
+    options = {**description.options, **option_overrides}
+    return create_model(description.model, num_classes=description.num_classes, **options)
+
+
+def load_network(
+    ckpt: str | os.PathLike,
+    model: str | None = None,
+    num_classes: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> tuple[nn.Cell, ModelDescription]:
+    """Read a checkpoint, rebuild its network in inference mode and load it strictly."""
+    params = read_weights(ckpt)
+    description = describe_checkpoint(params, model, num_classes, options, source=str(ckpt))
+    net = build_network(description)
+    load_weights(net, params, source=str(ckpt))
+    net.set_train(False)
+    return net, description
+
+
+def read_weights(ckpt: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's entries under this project's names, ready for `load_weights`.
+
+    Our own checkpoints and those with our names come back as read. A file of a lineage with
+    other names (mindcv 0.3.0) is converted here, once, by the same code as `shufflenet
+    convert`, and its description is added under `META_KEY`, so evaluation, export, predict and
+    `--pretrained` all treat it as the converted file.
+    """
+    from ..lineages import identify  # lineages build on this module
+
+    params = read_checkpoint(ckpt)
+    lineage = identify(params)
+    if lineage is None or not lineage.renames:
+        return params
+    state = {key: value.asnumpy() for key, value in params.items() if hasattr(value, "asnumpy")}
+    converted, description = lineage.convert(state, str(ckpt), {})
+    return {**{key: ms.Tensor(value) for key, value in converted.items()}, META_KEY: description.to_json()}
+
+
+def _classes_in(params: Mapping[str, Any], source: str) -> int:
+    if "classifier.weight" not in params:
+        raise ValueError(f"{source} has no classifier.weight; pass --num-classes")
+    return int(params["classifier.weight"].shape[0])

@@ -1,0 +1,133 @@
+"""One way to get logits from any model file: a network, a checkpoint, a MINDIR or an ONNX file.
+
+A `Predictor` takes batches of preprocessed images (N, 3, H, W float32 numpy) and returns their
+logits. A file exported with a fixed batch is fed in chunks of that size, the last one padded,
+here and nowhere else. Evaluation, `predict`, the benchmark and export verification all run
+models through this module.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from mindspore import nn
+
+from ..data.presets import Preprocessing
+from ..models import ModelDescription
+from .loading import load_network
+from .sidecar import read_sidecar, sidecar_description, sidecar_preprocessing
+
+Runner = Callable[[np.ndarray], np.ndarray]
+#: File suffix -> format of the files a predictor opens.
+FORMATS_BY_SUFFIX = {".ckpt": "CKPT", ".mindir": "MINDIR", ".onnx": "ONNX"}
+
+
+@dataclass
+class Predictor:
+    """A model ready to score images: how to run it, how to feed it, what its outputs mean."""
+
+    run: Runner
+    description: ModelDescription
+    preprocessing: Preprocessing
+    fixed_batch: Optional[int] = None  # exported with a fixed batch: inputs are padded to it
+    network: Optional[nn.Cell] = None  # for checkpoints and in-memory networks
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(images, np.float32)
+        if self.fixed_batch is None or len(images) == self.fixed_batch:
+            return self.run(images)
+        chunks = []
+        for start in range(0, len(images), self.fixed_batch):
+            part = images[start:start + self.fixed_batch]
+            padded = np.zeros((self.fixed_batch, *images.shape[1:]), np.float32)
+            padded[:len(part)] = part
+            chunks.append(self.run(padded)[:len(part)])
+        return np.concatenate(chunks)
+
+
+def network_runner(net: nn.Cell) -> Runner:
+    import mindspore as ms
+
+    return lambda images: net(ms.Tensor(images)).asnumpy()
+
+
+def exported_runner(path: str | os.PathLike, fmt: str) -> Runner:
+    """Run a MINDIR through `nn.GraphCell` or an ONNX file through onnxruntime."""
+    if fmt == "MINDIR":
+        import mindspore as ms
+
+        try:
+            graph = ms.load(str(path))
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{path} is not a MINDIR MindSpore {ms.__version__} can load "
+                             f"({_first_line(err)}); re-export it") from None
+        return network_runner(nn.GraphCell(graph))
+    if fmt != "ONNX":
+        raise ValueError(f"{path}: no runtime here for {fmt} files")
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ValueError(f"running {path} needs onnxruntime: pip install onnxruntime") from None
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
+        raise ValueError(f"{path} is not an ONNX model onnxruntime can load ({_first_line(err)}); "
+                         "re-export it") from None
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: images})[0]
+
+
+def run_exported(path: str | os.PathLike, fmt: str, inputs: np.ndarray) -> np.ndarray:
+    """Outputs of an exported file for one batch (as exported, no padding)."""
+    return exported_runner(path, fmt)(np.ascontiguousarray(inputs, np.float32))
+
+
+def from_network(net: nn.Cell, description: ModelDescription) -> Predictor:
+    net.set_train(False)
+    return Predictor(network_runner(net), description, description.preset, network=net)
+
+
+def open_checkpoint(path: str | os.PathLike, model: str | None = None, num_classes: int | None = None,
+                    options: Mapping[str, Any] | None = None) -> Predictor:
+    net, description = load_network(path, model, num_classes, options)
+    return from_network(net, description)
+
+
+def open_export(path: str | os.PathLike) -> Predictor:
+    """A `.mindir` or `.onnx` file, fed as its sidecar says."""
+    fmt = file_format(path)
+    sidecar = read_sidecar(path)
+    fixed = sidecar["input_shape"][0]
+    return Predictor(exported_runner(path, fmt), sidecar_description(sidecar, str(path)),
+                     sidecar_preprocessing(sidecar), int(fixed) if fixed else None)
+
+
+def open_model(path: str | os.PathLike, model: str | None = None, num_classes: int | None = None,
+               options: Mapping[str, Any] | None = None) -> Predictor:
+    """A checkpoint (the arguments may override its description) or an exported file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file {path} does not exist")
+    if file_format(path) == "CKPT":
+        return open_checkpoint(path, model, num_classes, options)
+    given = [flag for flag, value in (("--model", model), ("--num-classes", num_classes)) if value]
+    given += [f"--{key.replace('_', '-')}" for key in options or {}]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to checkpoints; {path.name} is used as exported "
+                         "(its sidecar records all of that)")
+    return open_export(path)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def file_format(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS_BY_SUFFIX:
+        raise ValueError(f"{path}: expected a {', '.join(FORMATS_BY_SUFFIX)} file")
+    return FORMATS_BY_SUFFIX[suffix]

@@ -1,0 +1,125 @@
+"""Weights published by other lineages, converted into checkpoints of this project.
+
+A lineage is one (network family, publisher) pair: Megvii's PyTorch ShuffleNetV1, mindcv's, the
+MindSpore tutorial's and model zoo's, ... Each lives in a module of its own, `<family>_<origin>.py`, that
+says how to recognise its state dicts, how to rename and reorder them into ours and which
+network options and preprocessing reproduce it; where the publisher's network is PyTorch, a
+rebuild with its exact state-dict names sits beside it in `torch_<family>_<origin>.py`. A new
+family or publisher adds a module to `LINEAGES`, not a branch anywhere else.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..models import META_KEY, ModelDescription, model_entry
+from . import shufflenet_v1_megvii, shufflenet_v1_mindcv, shufflenet_v1_mindspore
+from .common import TORCH_ORIGINS, Lineage, load_source, save_converted
+
+#: Every lineage, tried in this order when a file's origin is not given: mindcv's before the
+#: tutorial's and zoo's, whose names mindcv's `convs.{k}` files share but for the classifier bias.
+LINEAGES: tuple[Lineage, ...] = (shufflenet_v1_mindcv.LINEAGE, shufflenet_v1_mindcv.LINEAGE_SPLIT,
+                                 shufflenet_v1_mindspore.LINEAGE, shufflenet_v1_megvii.LINEAGE)
+ORIGINS = tuple(dict.fromkeys(lineage.origin for lineage in LINEAGES))
+#: Publishers whose files are MindSpore checkpoints (.ckpt).
+MINDSPORE_ORIGINS = tuple(origin for origin in ORIGINS if origin not in TORCH_ORIGINS)
+
+
+def guess_origins(path: Path) -> tuple[str, ...]:
+    """Publishers whose files `path` may be, from its extension: every MindSpore publisher for
+    .ckpt (the names inside decide), Megvii for PyTorch files (.pth, .pth.tar, .tar, .pt)."""
+    if path.suffix.lower() == ".ckpt":
+        return MINDSPORE_ORIGINS
+    if path.suffix.lower() in (".pth", ".tar", ".pt"):
+        return TORCH_ORIGINS
+    raise ValueError(f"cannot tell the lineage of {path} from its extension; "
+                     f"pass --source {'|'.join(ORIGINS)}")
+
+
+def find_lineage(state: dict, origins: tuple[str, ...], source: str) -> Lineage:
+    """The first lineage of one of `origins` whose names `state` has."""
+    unknown = [origin for origin in origins if origin not in ORIGINS]
+    if unknown:
+        raise ValueError(f"unknown source {unknown[0]!r}; valid: {', '.join(ORIGINS)}")
+    candidates = [lineage for lineage in LINEAGES if lineage.origin in origins]
+    for lineage in candidates:
+        if lineage.matches(state):
+            return lineage
+    known = ", ".join(dict.fromkeys(f"{lineage.origin} {lineage.family}" for lineage in candidates))
+    raise ValueError(f"{source} holds weights of no known lineage ({known}); "
+                     f"check --source ({'|'.join(ORIGINS)})")
+
+
+def identify(params: dict) -> Lineage | None:
+    """The lineage of a MindSpore checkpoint's entries, or None (this project's own, or unknown)."""
+    if META_KEY in params:
+        return None
+    return next((lineage for lineage in LINEAGES
+                 if lineage.origin in MINDSPORE_ORIGINS and lineage.matches(params)), None)
+
+
+def convert_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    origin: str | None = None,
+    model: str | None = None,
+    class_names: list[str] | None = None,
+    options: dict | None = None,
+) -> tuple[Path, ModelDescription, Lineage]:
+    """Convert `src` into the checkpoint `dst` with its description; returns what was written."""
+    src = Path(src)
+    origins = (origin,) if origin else guess_origins(src)
+    state = load_source(src, origins[0])
+    lineage = find_lineage(state, origins, str(src))
+    params, description = lineage.convert(state, str(src), options or {})
+    if model is not None and model != description.model:
+        raise ValueError(f"{src} holds {description.model}, not --model {model}")
+    if class_names is not None:
+        description = description.replace(class_names=tuple(class_names))
+    return save_converted(params, description, dst, str(src)), description, lineage
+
+
+def torch_reference(description: ModelDescription, lineage: Lineage | None = None):
+    """The publisher's network in PyTorch (`lineage`'s, else the first of the model's family that
+    has one), untrained, in training mode: the peer of comparisons and benchmarks."""
+    import importlib
+
+    family = model_entry(description.model).family
+    candidates = [lineage] if lineage else [x for x in LINEAGES if x.family == family]
+    for candidate in candidates:
+        if candidate.torch_reference:
+            module_name, builder = candidate.torch_reference.split(":")
+            return getattr(importlib.import_module(module_name), builder)(description)
+    raise ValueError(f"no PyTorch rebuild of a {family} lineage is registered")
+
+
+def compare_with_reference(ckpt: str | os.PathLike, src: str | os.PathLike, lineage: Lineage,
+                           image_size: int, batch: int = 2) -> dict[str, float]:
+    """Logits of a converted checkpoint vs the publisher's network rebuilt in PyTorch.
+
+    Needs PyTorch. Returns the largest absolute and relative (to the largest logit) difference
+    on one probe batch of preprocessed random pixels.
+    """
+    import torch
+
+    from ..export import probe_batch
+    from ..inference import open_checkpoint
+
+    predictor = open_checkpoint(ckpt)
+    reference = torch_reference(predictor.description, lineage)
+    state = load_source(Path(src), lineage.origin)
+    missing, unexpected = reference.load_state_dict(
+        {key: torch.from_numpy(value) for key, value in state.items()}, strict=False)
+    missing = [key for key in missing if not key.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"{src} does not fit the {lineage.origin} network: missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}")
+    inputs = probe_batch(batch, image_size, predictor.preprocessing)
+    with torch.no_grad():
+        expected = reference.eval()(torch.from_numpy(inputs)).numpy()
+    diff = float(abs(predictor(inputs) - expected).max())
+    return {"max_abs_diff": diff, "max_relative_diff": diff / float(abs(expected).max())}
+
+
+__all__ = ["LINEAGES", "MINDSPORE_ORIGINS", "ORIGINS", "Lineage", "compare_with_reference", "convert_file",
+           "find_lineage", "guess_origins", "identify"]

@@ -1,0 +1,120 @@
+"""What every lineage converter shares: reading source files, and saving a verified checkpoint."""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import mindspore as ms
+import numpy as np
+
+from ..inference import build_network
+from ..models import META_KEY, ModelDescription
+from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+
+#: name -> float32 array: a source file's tensors, whatever framework wrote it.
+StateDict = dict[str, np.ndarray]
+#: (state, source file, network option overrides) -> (our parameters, description).
+Converter = Callable[[StateDict, str, dict], tuple[StateDict, ModelDescription]]
+#: What torch.load raises on a damaged file or one that needs pickled code (KeyError, IndexError,
+#: struct.error come from the weights-only unpickler reading garbage).
+_UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError,
+               KeyError, IndexError, TypeError, struct.error)
+#: Origins whose files are PyTorch checkpoints; the others are MindSpore checkpoints.
+TORCH_ORIGINS = ("megvii",)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """One publisher's weights of one network family."""
+
+    family: str
+    origin: str
+    #: Entry names whose presence identifies the lineage's state dicts.
+    signature: tuple[str, ...]
+    convert: Converter
+    #: Import path of a `torch.nn.Module` builder `(description) -> module` with the publisher's
+    #: exact state-dict names, for comparing outputs (None: the publisher's network is ours).
+    torch_reference: Optional[str] = None
+    #: Entry names whose presence rules the lineage out (mindcv's `convs.{k}` files have our
+    #: names but no classifier bias, which is what tells them from the zoo's).
+    absent: tuple[str, ...] = ()
+    #: Whether its files need renaming to load here (False: they already use our names, so
+    #: every command loads them as they are and only `shufflenet convert` adds a description).
+    renames: bool = True
+
+    def matches(self, state: dict) -> bool:
+        return all(key in state for key in self.signature) and not any(key in state for key in self.absent)
+
+
+def load_source(path: Path, origin: str) -> StateDict:
+    """The tensors of a source file: PyTorch for PyTorch publishers, MindSpore otherwise."""
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; pass the published weights file")
+    if origin in TORCH_ORIGINS:
+        return read_torch_checkpoint(path)
+    params = read_checkpoint(path)
+    state = {key: value.asnumpy() for key, value in params.items() if hasattr(value, "asnumpy")}
+    if META_KEY in params:
+        state[META_KEY] = params[META_KEY]
+    return state
+
+
+def read_torch_checkpoint(path: str | os.PathLike) -> StateDict:
+    """A PyTorch checkpoint's tensors by name, without `module.` prefixes, as float32 arrays.
+
+    Accepts `{'state_dict': {...}}` (Megvii's release) or a bare state dict. Loading uses
+    `weights_only=True`: a file that needs arbitrary pickled objects is refused, not run.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise ValueError('reading PyTorch checkpoints needs PyTorch: pip install -e ".[torch]"') from None
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except _UNREADABLE as err:
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"{path} is not a PyTorch checkpoint that loads with weights_only=True "
+            f"({type(err).__name__}: {first_line[:200]}); pass the publisher's released file"
+        ) from None
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path} holds no state dict; expected {{'state_dict': {{'module.…': tensor}}}}")
+    return {_strip_module(key): value.detach().cpu().numpy().astype(np.float32)
+            for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+def save_converted(params: StateDict, description: ModelDescription, dst: str | os.PathLike,
+                   source: str) -> Path:
+    """Load `params` strictly into the described network and save it with the description."""
+    net = build_network(description)
+    tensors = {key: ms.Parameter(ms.Tensor(value), name=key) for key, value in params.items()}
+    try:
+        load_weights(net, tensors, source=source)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None
+    return save_checkpoint(net, dst, extra={META_KEY: description.to_json()})
+
+
+def split_groups(prefix: str, weight: np.ndarray, groups: int) -> StateDict:
+    """A grouped 1x1 conv weight (out, in/g, 1, 1) as `GroupConv`'s per-group `convs.{k}.weight`.
+
+    Group k of a grouped convolution owns output channels [k * out/g, (k + 1) * out/g), so the
+    split is along the output axis.
+    """
+    return {f"{prefix}.convs.{k}.weight": part for k, part in enumerate(np.split(weight, groups, axis=0))}
+
+
+def _strip_module(key: str) -> str:
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+def bn_field(name: str) -> str:
+    """PyTorch BatchNorm entry -> MindSpore's (`running_var` -> `moving_variance`, ...)."""
+    return {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+            "running_var": "moving_variance"}[name]

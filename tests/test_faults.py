@@ -1,0 +1,294 @@
+"""Faults a user meets, driven through the real commands: nothing they made is lost or damaged,
+nothing damaged is used, and every failure is one line without a traceback."""
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_image_folder
+from PIL import Image
+
+from shufflenet.utils.checkpoint import CheckpointError, read_checkpoint
+from shufflenet.utils.files import sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--model", "shufflenet_v1_g3_x0_25", "--image-size", "32", "--batch-size", "6", "--lr", "0.01",
+        "--num-workers", "1", "--log-interval", "5", "--epochs", "1"]
+
+
+def run(*args, timeout=600, **kwargs):
+    """A command as a user types it: `train.py ...`, `eval.py ...` or `shufflenet ...`."""
+    first, *rest = map(str, args)
+    command = [sys.executable, str(REPO / first)] if first.endswith(".py") else [
+        sys.executable, "-m", "shufflenet", first]
+    return subprocess.run([*command, *rest], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def one_line_error(result, *fragments):
+    """Exit 1, one line on stderr (after MindSpore's own warnings) holding every fragment."""
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [ln for ln in result.stderr.splitlines() if "error:" in ln]
+    assert len(lines) == 1, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data"), train=12, val=4)
+
+
+@pytest.fixture(scope="module")
+def first_run(data, tmp_path_factory):
+    """A run into a recipe's default folder, as `python train.py` makes one."""
+    root = tmp_path_factory.mktemp("runs")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(f"output_dir: {root / 'out'}\ndata_path: {data}\n")
+    result = run("train.py", "--config", recipe, *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return recipe, root / "out"
+
+
+def test_a_second_run_never_overwrites_the_first(first_run, data, tmp_path):
+    recipe, out = first_run
+    before = {p: sha256_file(p) for p in out.rglob("*") if p.is_file()}
+    again = run("train.py", "--config", recipe, *TINY, "--no-export")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"this one writes to {out}-2" in again.stdout
+    assert (out.parent / "out-2" / "final.ckpt").is_file()
+    assert {p: sha256_file(p) for p in out.rglob("*") if p.is_file()} == before
+
+    explicit = run("train.py", *TINY, "--data-path", data, "--output-dir", out)
+    one_line_error(explicit, f"{out} already holds a run", "--resume auto", "--overwrite")
+    assert {p: sha256_file(p) for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_overwrite_replaces_an_earlier_run_entirely(data, tmp_path):
+    out = tmp_path / "o"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "epoch-0009.ckpt").write_bytes(b"an older, longer run")
+    (out / "metrics.csv").write_text("epoch,train_loss\n9,0.1\n")
+    result = run("train.py", *TINY, "--data-path", data, "--output-dir", out, "--overwrite", "--no-export")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0001.ckpt"]
+    assert [ln.split(",")[0] for ln in (out / "metrics.csv").read_text().splitlines()] == ["epoch", "1"]
+
+
+def _flip(path: Path, offsets) -> None:
+    data = bytearray(path.read_bytes())
+    for offset in offsets:
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _copy_export(src: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for suffix in ("", ".json"):
+        (folder / (src.name + suffix)).write_bytes(Path(str(src) + suffix).read_bytes())
+    return folder / src.name
+
+
+def test_damaged_exports_are_refused_before_use(first_run, data, tmp_path):
+    _, out = first_run
+    flipped = _copy_export(out / "model.mindir", tmp_path / "flipped")
+    _flip(flipped, range(4000, 4016))
+    one_line_error(run("eval.py", "--mindir", flipped, "--data-path", data), "SHA-256", "re-export")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(image)
+    one_line_error(run("predict", flipped, image), "SHA-256")
+
+    cut = _copy_export(out / "model.mindir", tmp_path / "cut")
+    cut.write_bytes(cut.read_bytes()[:5000])
+    one_line_error(run("predict", cut, image), "bytes but was exported with")
+
+    garbage = _copy_export(out / "model.mindir", tmp_path / "garbage")
+    garbage.write_bytes(os.urandom(3000))
+    sidecar = json.loads(Path(str(garbage) + ".json").read_text())
+    sidecar.update(size_bytes=3000, sha256=sha256_file(garbage))  # a consistent pair: still refused
+    Path(str(garbage) + ".json").write_text(json.dumps(sidecar))
+    one_line_error(run("predict", garbage, image), "is not a MINDIR")
+
+    onnx = run("export.py", "--ckpt", out / "final.ckpt", "--format", "ONNX", "--file-name",
+               tmp_path / "onnx" / "net")
+    assert onnx.returncode == 0, onnx.stderr[-2000:]
+    assert (tmp_path / "onnx").stat().st_mode & 0o777 == 0o755  # MindSpore would leave 0700
+    _flip(tmp_path / "onnx" / "net.onnx", range(20000, 20008))
+    one_line_error(run("predict", tmp_path / "onnx" / "net.onnx", image), "SHA-256")
+
+
+def _entry_ends(data: bytes) -> list[int]:
+    """Offsets where each top-level protobuf entry of a checkpoint ends (before the CRC trailer)."""
+    ends, pos = [], 0
+    while pos < len(data) and data[pos] == 0x0A:  # field 1, length-delimited
+        pos, length, shift = pos + 1, 0, 0
+        while True:
+            byte = data[pos]
+            length |= (byte & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if byte < 0x80:
+                break
+        pos += length
+        ends.append(pos)
+    return ends
+
+
+def test_a_project_checkpoint_cut_anywhere_is_refused(first_run, tmp_path, capsys):
+    _, out = first_run
+    data = (out / "checkpoints" / "epoch-0001.ckpt").read_bytes()
+    ends = _entry_ends(data)
+    assert len(ends) > 500 and ends[-1] < len(data)  # every entry, then the CRC trailer
+    cut = tmp_path / "cut.ckpt"
+    for end in [*ends, *range(ends[-1] + 1, len(data))]:
+        cut.write_bytes(data[:end])
+        with pytest.raises(CheckpointError, match="cut short|damaged"):
+            read_checkpoint(cut)
+    for end in (ends[0] - 3, ends[len(ends) // 2] + 7):  # inside an entry
+        cut.write_bytes(data[:end])
+        with pytest.raises(CheckpointError):
+            read_checkpoint(cut)
+    cut.write_bytes(data[:ends[-2]])  # before `epoch` and the description
+    one_line_error(run("eval.py", "--ckpt", cut), "cut short")
+
+
+def test_a_corrupt_validation_image_keeps_the_trained_epoch(tmp_path):
+    data = make_image_folder(tmp_path / "data", train=12, val=2)
+    good = next((data / "val" / "cat").glob("*.jpg"))
+    (data / "val" / "cat" / "broken.jpg").write_bytes(good.read_bytes()[:150])
+    out = tmp_path / "out"
+    result = run("train.py", *TINY, "--data-path", data, "--output-dir", out)
+    one_line_error(result, "bad image:", "broken.jpg")
+    assert (out / "checkpoints" / "epoch-0001.ckpt").is_file()
+
+
+def test_eval_never_writes_over_its_inputs_and_checks_the_folder_first(first_run, data, tmp_path):
+    _, out = first_run
+    ckpt = out / "final.ckpt"
+    digest = sha256_file(ckpt)
+    one_line_error(run("eval.py", "--ckpt", ckpt, "--data-path", data, "--output", ckpt), "overwrite")
+    assert sha256_file(ckpt) == digest
+    started = time.time()
+    one_line_error(run("eval.py", "--ckpt", ckpt, "--data-path", data, "--output",
+                       tmp_path / "missing" / "r.json"), "does not exist")
+    assert time.time() - started < 60
+
+
+@contextlib.contextmanager
+def small_mount(path: Path, options: str):
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()[:100]})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_full_and_read_only_disks_are_one_line_errors(first_run, data, tmp_path):
+    _, out = first_run
+    with small_mount(tmp_path / "full", "size=64k") as full:
+        result = run("train.py", *TINY, "--data-path", data, "--output-dir", full / "run", "--no-export")
+        one_line_error(result, "No space left on device", str(full))
+        assert not [p for p in full.rglob(".*tmp-*")]
+    with small_mount(tmp_path / "ro", "ro,size=64k") as read_only:
+        one_line_error(run("export.py", "--ckpt", out / "final.ckpt", "--file-name", read_only / "m"),
+                       "Read-only file system")
+        one_line_error(run("eval.py", "--ckpt", out / "final.ckpt", "--data-path", data, "--output",
+                           read_only / "r.json"), "Read-only file system")
+
+
+def test_sigterm_says_where_the_last_checkpoint_is(data, tmp_path):
+    out = tmp_path / "out"
+    args = [*TINY, "--epochs", "30", "--data-path", data, "--output-dir", out, "--no-export"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "epoch-0001.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert "the last checkpoint is" in err and "--resume auto" in err and str(out) in err
+
+
+def test_a_closed_stdout_does_not_stop_training(data, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "train.py"), *map(str, TINY), "--data-path", str(data),
+               "--output-dir", str(out), "--no-export"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert (out / "final.ckpt").is_file() and b"BrokenPipe" not in err
+
+
+def test_cifar10_labels_outside_0_to_9_are_refused_when_opened(tmp_path):
+    from test_data import _write_cifar
+
+    root = _write_cifar(tmp_path / "cifar")
+    batch = root / "data_batch_2.bin"
+    data = bytearray(batch.read_bytes())
+    data[3073 * 17] = 12
+    batch.write_bytes(bytes(data))
+    one_line_error(run("train.py", "--data-path", root, "--output-dir", tmp_path / "o"),
+                   "data_batch_2.bin has label byte 12 in record 17")
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--lr", "nan"], ["lr and min_lr must be finite"]),
+    (["--resume", "auto", "--output-dir", "/no/such/run"], ["--resume auto: /no/such/run does not exist"]),
+])
+def test_bad_training_arguments_stop_before_any_work(data, args, fragments):
+    one_line_error(run("train.py", *TINY, "--data-path", data, *args), *fragments)
+
+
+def test_resuming_a_final_checkpoint_explains_what_it_lacks(first_run, data, tmp_path):
+    _, out = first_run
+    result = run("train.py", *TINY, "--data-path", data, "--output-dir", tmp_path / "o",
+                 "--resume", out / "final.ckpt")
+    one_line_error(result, "optimizer state", "--pretrained")
+
+
+def test_recipe_values_and_encodings(tmp_path):
+    import argparse
+
+    from shufflenet.engine.config import resolve_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 1e-2\nmin_lr: 5e-4\n")
+    config = resolve_config(argparse.Namespace(config=str(recipe)))
+    assert (config.lr, config.min_lr) == (0.01, 0.0005)
+    recipe.write_bytes("lr: 0.1  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=f"config file {recipe} is not valid UTF-8 YAML"):
+        resolve_config(argparse.Namespace(config=str(recipe)))
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    from shufflenet.data.images import load_image
+
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    pixels = np.asarray(load_image(tmp_path / "deep.png"))
+    assert pixels.max() == 255 and pixels[0, 0, 0] == 0
+    assert abs(int(pixels[32, 0, 0]) - round(ramp[32, 0] / 257)) <= 1
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["benchmark", "--json", "/no/such/dir/b.json"], "its folder does not exist"),
+    (["data-benchmark", "--workers", "0"], "--workers must be at least 1"),
+])
+def test_benchmark_arguments_are_checked_first(args, fragment):
+    started = time.time()
+    result = run(*args)
+    assert result.returncode == 2 and fragment in result.stderr
+    assert time.time() - started < 60
