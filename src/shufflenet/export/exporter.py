@@ -157,7 +157,7 @@ def export_model(
     fold_bn = fmt in FOLDED_BY_DEFAULT if fold_bn is None else fold_bn
     path = export_path(file_name, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = export_graph(net, description, fold_bn)
+    graph = export_graph(net, description, fold_bn, bias_add=fmt != "ONNX")
     size = description.image_size
     shape = [None if batch_size == DYNAMIC_BATCH else batch_size, 3, size, size]
     spec = Tensor(shape=shape, dtype=ms.float32) if batch_size == DYNAMIC_BATCH else Tensor(
@@ -187,10 +187,11 @@ def export_model(
     return path
 
 
-def export_graph(net: nn.Cell, description: ModelDescription, fold_bn: bool) -> nn.Cell:
+def export_graph(net: nn.Cell, description: ModelDescription, fold_bn: bool,
+                 bias_add: bool = True) -> nn.Cell:
     """A fresh copy of `net` in inference mode, with per-group convolutions, BN folded if asked."""
     ascend_ready = {k: v for k, v in ASCEND_OPTIONS.items() if k in model_options(description.model)}
     graph = build_network(description, **ascend_ready)
     load_weights(graph, {p.name: p for p in net.get_parameters()}, source="the network")
     graph.set_train(False)
-    return fold_batchnorm(graph) if fold_bn else graph
+    return fold_batchnorm(graph, bias_add) if fold_bn else graph

@@ -9,7 +9,7 @@ network, whose parameter layout this does not touch.
 from __future__ import annotations
 
 import numpy as np
-from mindspore import Parameter, Tensor, nn
+from mindspore import Parameter, Tensor, nn, ops
 
 from .layers import GroupConv
 
@@ -17,16 +17,19 @@ from .layers import GroupConv
 class ChannelBias(nn.Cell):
     """Adds a per-channel bias: what is left of a BatchNorm once its scale is in the conv.
 
-    Held as (C, 1, 1) and added by broadcasting: MindSpore's ONNX converter turns `BiasAdd`
-    into an `Add` over the last axis, which onnxruntime refuses.
+    `BiasAdd` is MindSpore's fast kernel; for ONNX the bias is held as (C, 1, 1) and added by
+    broadcasting instead, since MindSpore's ONNX converter turns `BiasAdd` into an `Add` over the
+    last axis, which onnxruntime refuses.
     """
 
-    def __init__(self, bias: np.ndarray) -> None:
+    def __init__(self, bias: np.ndarray, bias_add: bool = True) -> None:
         super().__init__()
-        self.bias = Parameter(Tensor(bias.astype(np.float32).reshape(-1, 1, 1)), name="bias")
+        self.bias_add = bias_add
+        shape = (-1,) if bias_add else (-1, 1, 1)
+        self.bias = Parameter(Tensor(bias.astype(np.float32).reshape(shape)), name="bias")
 
     def construct(self, x: Tensor) -> Tensor:
-        return x + self.bias
+        return ops.bias_add(x, self.bias) if self.bias_add else x + self.bias
 
 
 def _scale_and_shift(bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +45,7 @@ def _scale_output_channels(conv: nn.Conv2d, scale: np.ndarray) -> None:
     conv.weight.set_data(Tensor((weight * scale.reshape(-1, 1, 1, 1)).astype(np.float32)))
 
 
-def _fold_into(conv: nn.Cell, bn: nn.BatchNorm2d) -> ChannelBias:
+def _fold_into(conv: nn.Cell, bn: nn.BatchNorm2d, bias_add: bool) -> ChannelBias:
     scale, shift = _scale_and_shift(bn)
     if isinstance(conv, GroupConv):
         per_group = len(scale) // len(conv.convs)
@@ -50,33 +53,33 @@ def _fold_into(conv: nn.Cell, bn: nn.BatchNorm2d) -> ChannelBias:
             _scale_output_channels(group_conv, scale[k * per_group:(k + 1) * per_group])
     else:
         _scale_output_channels(conv, scale)
-    return ChannelBias(shift)
+    return ChannelBias(shift, bias_add)
 
 
-def _folded(seq: nn.SequentialCell) -> nn.SequentialCell | None:
+def _folded(seq: nn.SequentialCell, bias_add: bool) -> nn.SequentialCell | None:
     """A copy of `seq` with each conv's BatchNorm folded into it, or None if there is none."""
     cells, changed = list(seq), False
     for k in range(len(cells) - 1):
         conv, bn = cells[k], cells[k + 1]
         bias_free_conv = isinstance(conv, GroupConv) or (isinstance(conv, nn.Conv2d) and not conv.has_bias)
         if bias_free_conv and isinstance(bn, nn.BatchNorm2d):
-            cells[k + 1], changed = _fold_into(conv, bn), True
+            cells[k + 1], changed = _fold_into(conv, bn, bias_add), True
     return nn.SequentialCell(cells) if changed else None
 
 
-def fold_batchnorm(net: nn.Cell) -> nn.Cell:
+def fold_batchnorm(net: nn.Cell, bias_add: bool = True) -> nn.Cell:
     """Fold every BatchNorm that directly follows a conv in a `SequentialCell`; returns `net`.
 
     Works in place (the sequences are rebuilt and re-attached: assigning into a
     `SequentialCell` does not change what it runs) and leaves the network in inference mode.
     Only bias-free convolutions followed by their BatchNorm are folded: every pair in
-    ShuffleNetV1.
+    ShuffleNetV1. `bias_add=False` for a graph exported to ONNX (see `ChannelBias`).
     """
     net.set_train(False)
     for _, parent in list(net.cells_and_names()):
         for name, child in list(parent.name_cells().items()):
             if isinstance(child, nn.SequentialCell) and not isinstance(parent, nn.SequentialCell):
-                folded = _folded(child)
+                folded = _folded(child, bias_add)
                 if folded is not None:
                     setattr(parent, name, folded)
     for path, param in net.parameters_and_names():
