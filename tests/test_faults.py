@@ -76,8 +76,11 @@ def test_overwrite_replaces_an_earlier_run_entirely(data, tmp_path):
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "epoch-0009.ckpt").write_bytes(b"an older, longer run")
     (out / "metrics.csv").write_text("epoch,train_loss\n9,0.1\n")
+    (out / ".best.tmp-4242.ckpt").write_bytes(b"half of a checkpoint a killed run was writing")
     result = run("train.py", *TINY, "--data-path", data, "--output-dir", out, "--overwrite", "--no-export")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "removed 1 unfinished file(s) of a killed run" in result.stdout
+    assert not (out / ".best.tmp-4242.ckpt").exists()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0001.ckpt"]
     assert [ln.split(",")[0] for ln in (out / "metrics.csv").read_text().splitlines()] == ["epoch", "1"]
 

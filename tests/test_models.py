@@ -7,7 +7,6 @@ import mindspore as ms
 import numpy as np
 import pytest
 from conftest import fill_deterministic, image_batch
-from mindspore import nn
 
 import shufflenet
 from shufflenet.models import model_arch, model_options, stage_channels
@@ -15,14 +14,6 @@ from shufflenet.utils.complexity import count_macs, count_params
 
 ALL_MODELS = shufflenet.list_models()
 GOLDEN = Path(__file__).parent / "golden" / "shufflenet_v1_logits.json"
-
-# Per-model tests cost graph compilations (3-9 s each on 2 cores; running a graph takes
-# milliseconds), so each model's inference graph is compiled once, with a dynamic input shape,
-# and shared by the tests below through a module-scoped fixture. `scope="module"` makes pytest
-# run a model's tests back to back (one fixture set-up each); `xdist_group` keeps them on one
-# worker under `pytest -n 2 --dist loadgroup`.
-PER_MODEL = pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.xdist_group(n)) for n in ALL_MODELS], scope="module")
 
 # Megvii's trainable parameter counts (bias-free classifier, 1000 classes) and stage channels.
 MEGVII = {
@@ -110,39 +101,14 @@ def test_multiply_adds_are_counted_once_in_both_group_conv_forms():
     assert ms.get_context("mode") == ms.GRAPH_MODE  # restored after the PyNative pass
 
 
-class FeaturesAndLogits(nn.Cell):
-    """`(net.forward_features(x), net(x))` in one graph: the network's own `construct` runs as a
-    sub-cell, so the logits are the ones `net(x)` gives."""
-
-    def __init__(self, net: nn.Cell) -> None:
-        super().__init__()
-        self.net = net
-
-    def construct(self, x):
-        return self.net.forward_features(x), self.net(x)
-
-
-@pytest.fixture(scope="module")
-def inference(name):
-    """The model with 10 classes, deterministic weights (golden seed 1), in inference mode, and
-    its features-and-logits graph compiled once for any batch and image size."""
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward_shapes_and_gradients(name):
     net = shufflenet.create_model(name, num_classes=10)
-    fill_deterministic(net, seed=1)
     net.set_train(False)
-    probe = FeaturesAndLogits(net)
-    probe.set_inputs(ms.Tensor(shape=[None, 3, None, None], dtype=ms.float32))
-    return net, probe
-
-
-@PER_MODEL
-def test_forward_shapes_and_gradients(name, inference):
-    net, probe = inference
     for size in (32, 160, 224):
-        _, logits = probe(image_batch(1, size))
-        assert logits.shape == (1, 10)
-    features, _ = probe(image_batch(1, 64))
+        assert net(image_batch(1, size)).shape == (1, 10)
+    features = net.forward_features(image_batch(1, 64))
     assert features.shape == (1, net.num_features, 2, 2)
-    net = shufflenet.create_model(name, num_classes=10)  # its own initialisation, trained mode
     net.set_train(True)
     x = image_batch(2, 32)
     proj = ms.Tensor(np.random.default_rng(3).standard_normal((2, 10)).astype(np.float32))
@@ -224,10 +190,16 @@ def test_megvii_initialisation():
         np.testing.assert_array_equal(p.asnumpy(), params[p.name])
 
 
-@PER_MODEL
-def test_golden_logits(name, inference):
-    _, probe = inference
-    logits = probe(image_batch(2, 64, seed=2))[1].asnumpy()
+def _golden_logits(name):
+    net = shufflenet.create_model(name, num_classes=10)
+    fill_deterministic(net, seed=1)
+    net.set_train(False)
+    return net(image_batch(2, 64, seed=2)).asnumpy()
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_golden_logits(name):
+    logits = _golden_logits(name)
     if os.environ.get("SHUFFLENET_UPDATE_GOLDEN"):
         stored = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
         stored[name] = logits.tolist()
