@@ -35,6 +35,22 @@ def fill_deterministic(net, seed: int = 0) -> None:
         param.set_data(ms.Tensor(value.astype(np.float32)))
 
 
+def randomise_torch(model, seed: int = 0, gain: float = 2.0):
+    """A PyTorch `model` with random weights (variance gain / fan-in) and BatchNorm statistics
+    and scales, in inference mode: a publisher's network as if trained, for parity tests."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("running_var") or (tensor.ndim == 1 and name.endswith("weight")):
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)  # variances, BN scales
+            elif tensor.is_floating_point():
+                scale = (gain / tensor[0].numel()) ** 0.5 if tensor.ndim > 1 else 0.1
+                tensor.copy_(torch.randn(tensor.shape, generator=gen) * scale)
+    return model.eval()
+
+
 def image_batch(batch: int = 2, size: int = 32, seed: int = 0) -> ms.Tensor:
     rng = np.random.default_rng(seed)
     return ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))

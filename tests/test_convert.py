@@ -6,7 +6,7 @@ The PyTorch reference is Megvii's topology built from torch primitives
 import mindspore as ms
 import numpy as np
 import pytest
-from conftest import fill_deterministic
+from conftest import fill_deterministic, randomise_torch
 
 from shufflenet.cli.convert import main as convert_main
 from shufflenet.data.presets import get_preprocessing
@@ -25,16 +25,7 @@ CLASSES = 10
 
 def _megvii_model(groups: int, seed: int = 0):
     """Megvii's network with random weights and BatchNorm statistics, in inference mode."""
-    model = torch_megvii.build_megvii_shufflenet_v1(groups, 0.5, num_classes=CLASSES)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("running_var") or (tensor.ndim == 1 and name.endswith("weight")):
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)  # variances, BN scales
-            elif tensor.is_floating_point():
-                scale = (2.0 / tensor[0].numel()) ** 0.5 if tensor.ndim > 1 else 0.1
-                tensor.copy_(torch.randn(tensor.shape, generator=gen) * scale)
-    return model.eval()
+    return randomise_torch(torch_megvii.build_megvii_shufflenet_v1(groups, 0.5, num_classes=CLASSES), seed)
 
 
 def _megvii_file(tmp_path, groups: int):

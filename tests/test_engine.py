@@ -101,6 +101,12 @@ def test_every_packaged_recipe_resolves():
     assert (zoo.model, zoo.epochs, zoo.batch_size, zoo.lr, zoo.warmup_epochs, zoo.loss_scale,
             zoo.label_smoothing, zoo.amp_level) == ("shufflenet_v1_g3_x2_0", 250, 128, 0.5, 4, 1024,
                                                    0.1, "O3")
+    mindcv = resolve_config(argparse.Namespace(config="shufflenet_v2_ascend"))  # mindcv's V2 1.0x
+    assert (mindcv.model, mindcv.epochs, mindcv.batch_size, mindcv.lr, mindcv.warmup_epochs,
+            mindcv.weight_decay, mindcv.loss_scale, mindcv.label_smoothing, mindcv.amp_level) == (
+        "shufflenet_v2_x1_0", 300, 64, 0.4, 5, 4e-5, 1024, 0.1, "O3")
+    assert mindcv.model_options == {"unit_layout": "megvii", "pool_padding": "same",
+                                    "classifier_bias": False}
 
 
 def test_checkpoints_are_atomic_verified_and_strict(tmp_path):

@@ -56,11 +56,16 @@ def published(tmp_path_factory):
     Every other file carries training state (Adam slots, EMA, step counters), as mindcv's
     published checkpoints may; the rest are the bare `parameters_dict()`.
     """
-    folder = tmp_path_factory.mktemp("mindcv")
+    return publish_mindcv(mindcv, VARIANTS, tmp_path_factory.mktemp("mindcv"))
+
+
+def publish_mindcv(module, names, folder) -> tuple[ms.Tensor, dict]:
+    """mindcv's networks `names` of `module`, randomised, saved as mindcv saves them (every
+    other file with training state), and their logits on one probe batch."""
     inputs = ms.Tensor(probe_batch(2, SIZE, get_preprocessing("imagenet"), seed=3))
     files = {}
-    for i, name in enumerate(VARIANTS):
-        net = getattr(mindcv, name)(num_classes=CLASSES)
+    for i, name in enumerate(names):
+        net = getattr(module, name)(num_classes=CLASSES)
         fill_deterministic(net, i)
         net.set_train(False)
         entries = [{"name": p.name, "data": p.data} for p in net.get_parameters()]

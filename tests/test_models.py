@@ -1,4 +1,6 @@
-"""The ShuffleNetV1 family: registry, channels, shapes, gradients, golden outputs."""
+"""Every registered model: shapes, gradients, golden outputs; and the ShuffleNetV1 family's
+channels, options and initialisation."""
+import gc
 import json
 import os
 from pathlib import Path
@@ -7,13 +9,23 @@ import mindspore as ms
 import numpy as np
 import pytest
 from conftest import fill_deterministic, image_batch
+from mindspore import nn
 
 import shufflenet
-from shufflenet.models import model_arch, model_options, stage_channels
+from shufflenet.models import family_of, model_arch, model_options, stage_channels
 from shufflenet.utils.complexity import count_macs, count_params
 
 ALL_MODELS = shufflenet.list_models()
-GOLDEN = Path(__file__).parent / "golden" / "shufflenet_v1_logits.json"
+V1_MODELS = shufflenet.list_models("shufflenet_v1")
+GOLDEN = Path(__file__).parent / "golden"
+#: One model of each family, for the tests of behaviour every family shares.
+ONE_PER_FAMILY = sorted({family_of(name).name: name for name in reversed(ALL_MODELS)}.values())
+
+# A per-model test costs graph compilations (3-9 s each on 2 cores; running a compiled graph
+# takes milliseconds). So each model's inference graph is compiled once, for any input shape,
+# and shared through the module-scoped fixture `inference`; `scope="module"` makes pytest run a
+# model's tests back to back (one set-up each, also on one pytest-xdist worker in the usual case).
+PER_MODEL = pytest.mark.parametrize("name", ALL_MODELS, scope="module")
 
 # Megvii's trainable parameter counts (bias-free classifier, 1000 classes) and stage channels.
 MEGVII = {
@@ -32,7 +44,7 @@ def test_registry_lists_every_variant_of_the_paper_and_megvii():
     expected = {f"shufflenet_v1_g{g}_x{w}" for g in (1, 2, 4) for w in ("0_25", "0_5", "1_0")}
     expected |= {f"shufflenet_v1_g{g}_x{w}" for g in (3, 8)
                  for w in ("0_25", "0_5", "1_0", "1_5", "2_0")}
-    assert set(ALL_MODELS) == expected
+    assert set(V1_MODELS) == expected
 
 
 def test_unknown_name_and_option_are_explained():
@@ -73,7 +85,7 @@ def test_megvii_channels_and_parameter_counts_are_exact(name):
     assert count_params(shufflenet.create_model(name)) == params + 1000
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", V1_MODELS)
 def test_every_grouped_convolution_is_valid(name):
     arch = model_arch(name)
     g = arch["groups"]
@@ -101,14 +113,46 @@ def test_multiply_adds_are_counted_once_in_both_group_conv_forms():
     assert ms.get_context("mode") == ms.GRAPH_MODE  # restored after the PyNative pass
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
-def test_forward_shapes_and_gradients(name):
+class FeaturesAndLogits(nn.Cell):
+    """`(net.forward_features(x), net(x))` in one graph: the network's own `construct` runs as a
+    sub-cell, so the logits are the ones `net(x)` gives.
+
+    MindSpore parses `construct` from this file's text when it compiles: do not edit the file
+    while a test run is going on (the compile would read the edited lines).
+    """
+
+    def __init__(self, net: nn.Cell) -> None:
+        super().__init__()
+        self.net = net
+
+    def construct(self, x):
+        return self.net.forward_features(x), self.net(x)
+
+
+@pytest.fixture(scope="module")
+def inference(name):
+    """The model with 10 classes, deterministic weights (golden seed 1), in inference mode, and
+    its features-and-logits graph compiled once for any batch and image size."""
     net = shufflenet.create_model(name, num_classes=10)
+    fill_deterministic(net, seed=1)
     net.set_train(False)
+    probe = FeaturesAndLogits(net)
+    probe.set_inputs(ms.Tensor(shape=[None, 3, None, None], dtype=ms.float32))
+    yield net, probe
+    del net, probe
+    gc.collect()
+    ms.ms_memory_recycle()  # else every model's graphs keep ~85 MB of device memory cached
+
+
+@PER_MODEL
+def test_forward_shapes_and_gradients(name, inference):
+    net, probe = inference
     for size in (32, 160, 224):
-        assert net(image_batch(1, size)).shape == (1, 10)
-    features = net.forward_features(image_batch(1, 64))
+        _, logits = probe(image_batch(1, size))
+        assert logits.shape == (1, 10)
+    features, _ = probe(image_batch(1, 64))
     assert features.shape == (1, net.num_features, 2, 2)
+    net = shufflenet.create_model(name, num_classes=10)  # its own initialisation, trained mode
     net.set_train(True)
     x = image_batch(2, 32)
     proj = ms.Tensor(np.random.default_rng(3).standard_normal((2, 10)).astype(np.float32))
@@ -123,13 +167,14 @@ def test_forward_shapes_and_gradients(name):
         assert np.abs(g).max() > 0, f"zero gradient for {param.name}"
 
 
-def test_reset_classifier_and_pre_logits():
-    net = shufflenet.create_model("shufflenet_v1_g3_x0_5", num_classes=1000)
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_reset_classifier_and_pre_logits(name):
+    net = shufflenet.create_model(name, num_classes=1000)
     net.reset_classifier(7)
     net.set_train(False)
     assert net(image_batch(2, 32)).shape == (2, 7)
     pooled = net.forward_head(net.forward_features(image_batch(2, 32)), pre_logits=True)
-    assert pooled.shape == (2, 480)
+    assert pooled.shape == (2, net.classifier.in_channels)
     with pytest.raises(ValueError, match="num_classes"):
         net.reset_classifier(0)
 
@@ -146,9 +191,15 @@ def test_split_and_native_networks_share_checkpoints_and_outputs():
     np.testing.assert_allclose(split(x).asnumpy(), native(x).asnumpy(), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("pool_padding", ["same", "symmetric"])
-def test_graph_and_pynative_agree(pool_padding):
-    net = shufflenet.create_model("shufflenet_v1_g3_x0_5", num_classes=10, pool_padding=pool_padding)
+@pytest.mark.parametrize("name,options", [
+    ("shufflenet_v1_g3_x0_5", {"pool_padding": "same"}),
+    ("shufflenet_v1_g3_x0_5", {"pool_padding": "symmetric"}),
+    ("shufflenet_v2_x0_5", {}),
+    ("shufflenet_v2_x0_5", {"unit_layout": "megvii", "pool_padding": "same"}),
+    ("shufflenet_v2_plus_small", {}),
+])
+def test_graph_and_pynative_agree(name, options):
+    net = shufflenet.create_model(name, num_classes=10, **options)
     fill_deterministic(net)
     net.set_train(False)
     x = image_batch(2, 64)
@@ -190,21 +241,16 @@ def test_megvii_initialisation():
         np.testing.assert_array_equal(p.asnumpy(), params[p.name])
 
 
-def _golden_logits(name):
-    net = shufflenet.create_model(name, num_classes=10)
-    fill_deterministic(net, seed=1)
-    net.set_train(False)
-    return net(image_batch(2, 64, seed=2)).asnumpy()
-
-
-@pytest.mark.parametrize("name", ALL_MODELS)
-def test_golden_logits(name):
-    logits = _golden_logits(name)
+@PER_MODEL
+def test_golden_logits(name, inference):
+    _, probe = inference
+    logits = probe(image_batch(2, 64, seed=2))[1].asnumpy()
+    golden = GOLDEN / f"{family_of(name).name}_logits.json"
     if os.environ.get("SHUFFLENET_UPDATE_GOLDEN"):
-        stored = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+        stored = json.loads(golden.read_text()) if golden.exists() else {}
         stored[name] = logits.tolist()
-        GOLDEN.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+        golden.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
         pytest.skip("golden logits updated")
-    expected = np.array(json.loads(GOLDEN.read_text())[name], dtype=np.float32)
+    expected = np.array(json.loads(golden.read_text())[name], dtype=np.float32)
     # Relative to the largest logit: kernels (oneDNN ISA, thread count) sum in other orders.
     assert np.abs(logits - expected).max() <= 1e-5 * np.abs(expected).max()

@@ -34,6 +34,10 @@ WORKLOADS = (
     ("shufflenet_v1_g3_x2_0", 224, 16, "infer"),
     ("shufflenet_v1_g3_x1_0", 32, 64, "infer"),
     ("shufflenet_v1_g3_x1_0", 224, 1, "infer"),
+    ("shufflenet_v2_x1_0", 224, 16, "train"),
+    ("shufflenet_v2_x1_0", 224, 16, "infer"),
+    ("shufflenet_v2_plus_medium", 224, 16, "train"),
+    ("shufflenet_v2_plus_medium", 224, 16, "infer"),
 )
 #: The workload on which every variant tried runs too.
 MAIN_WORKLOAD = ("shufflenet_v1_g3_x1_0", 224, 16)

@@ -4,19 +4,18 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..models import create_model, family_of, list_models, model_entry, model_options
+from ..models import create_model, family_of, list_models, model_entry
 from ..utils.complexity import count_macs, count_params
 
 
 def summary_rows(image_size: int | None = None, num_classes: int = 1000,
                  names: list[str] | None = None) -> list[dict]:
-    """One row per registered model, measured on the built network (bias-free classifier where
-    the model has the option, as the published counts are) at `image_size` (None: each model's
-    registered input size, where the published figures apply); `names`: only these models."""
+    """One row per registered model, measured on the network its published figures describe
+    (the family's `published_options`, e.g. Megvii's bias-free classifier) at `image_size` (None:
+    each model's registered input size, where the published figures apply); `names`: only these."""
     rows = []
     for name in names or list_models():
-        options = {"classifier_bias": False} if "classifier_bias" in model_options(name) else {}
-        net = create_model(name, num_classes=num_classes, **options)
+        net = create_model(name, num_classes=num_classes, **family_of(name).published_options)
         entry = model_entry(name)
         size = image_size or entry.image_size
         published = entry.published_mflops if size == entry.image_size else None

@@ -39,8 +39,11 @@ DYNAMIC_BATCH = 0
 ASCEND_OPTIONS = {"group_conv": "split"}
 #: Batch sizes a dynamic-batch export is verified at.
 DYNAMIC_PROBE_BATCHES = (1, 3)
-#: Largest accepted |exported - network|, relative to the largest |logit| (at least 1).
-DEFAULT_TOLERANCE = 1e-5
+#: Largest accepted |exported - network|, relative to the largest |logit| (at least 1). Rounding
+#: alone reaches ~1e-7 (MINDIR) and ~1e-6 (ONNX) on ShuffleNetV1 and V2, but 2.5e-5 on a
+#: BatchNorm-folded ShuffleNetV2+ (its squeeze-excitation gates amplify it, ~1e-6 per unit); a
+#: wrong graph differs by whole units.
+DEFAULT_TOLERANCE = 1e-4
 
 
 class ExportVerificationError(ValueError):

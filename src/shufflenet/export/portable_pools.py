@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 from mindspore import Tensor, nn, ops
 
+from ..models.layers import SymmetricPool
+
 
 class BorderPaddedPool(nn.Cell):
     """`pool` (pad_mode 'valid') applied after padding every spatial side with `value`.
@@ -36,33 +38,23 @@ class BorderPaddedPool(nn.Cell):
         return self.pool(x)
 
 
-def symmetric_pool_standins(
-    kernel_size: int = 3, stride: int = 2, padding: int = 1
-) -> tuple[nn.Cell, nn.Cell]:
-    """(max pool, average pool) equal to the `symmetric` pools of `ShuffleNetV1`."""
-    return (
-        BorderPaddedPool(nn.MaxPool2d(kernel_size, stride, pad_mode="valid"), padding, float("-inf")),
-        BorderPaddedPool(nn.AvgPool2d(kernel_size, stride, pad_mode="valid"), padding, 0.0),
-    )
+def portable_standin(kind: str) -> nn.Cell:
+    """The border-padded equivalent of a `SymmetricPool` of `kind` ("max" or "avg")."""
+    if kind == "max":
+        return BorderPaddedPool(nn.MaxPool2d(3, 2, pad_mode="valid"), 1, float("-inf"))
+    return BorderPaddedPool(nn.AvgPool2d(3, 2, pad_mode="valid"), 1, 0.0)
 
 
 @contextlib.contextmanager
 def portable_pools(net: nn.Cell) -> Iterator[nn.Cell]:
-    """Within the block, a `ShuffleNetV1` with symmetric pools uses the stand-ins above.
-
-    Networks with 'same' pools (which convert as they are) and other networks are untouched.
-    The original pools are put back on exit.
-    """
-    if getattr(net, "pool_padding", None) != "symmetric":
-        yield net
-        return
-    owners = [(net, "maxpool", 0)]
-    owners += [(block, "branch_proj", 1) for block in net.features if block.branch_proj is not None]
-    originals = [getattr(owner, attr) for owner, attr, _ in owners]
+    """Within the block, every `SymmetricPool` of `net` (any family) computes with the stand-ins
+    above; networks with 'same' pools are untouched. The original pools are put back on exit."""
+    pools = [cell for _, cell in net.cells_and_names() if isinstance(cell, SymmetricPool)]
+    originals = [pool.pool for pool in pools]
     try:
-        for owner, attr, kind in owners:
-            setattr(owner, attr, symmetric_pool_standins()[kind])
+        for pool in pools:
+            pool.pool = portable_standin(pool.kind)
         yield net
     finally:
-        for (owner, attr, _), original in zip(owners, originals):
-            setattr(owner, attr, original)
+        for pool, original in zip(pools, originals):
+            pool.pool = original

@@ -1,11 +1,12 @@
 """Weights published by other lineages, converted into checkpoints of this project.
 
 A lineage is one (network family, publisher) pair: Megvii's PyTorch ShuffleNetV1, mindcv's, the
-MindSpore tutorial's and model zoo's, ... Each lives in a module of its own, `<family>_<origin>.py`, that
-says how to recognise its state dicts, how to rename and reorder them into ours and which
-network options and preprocessing reproduce it; where the publisher's network is PyTorch, a
-rebuild with its exact state-dict names sits beside it in `torch_<family>_<origin>.py`. A new
-family or publisher adds a module to `LINEAGES`, not a branch anywhere else.
+MindSpore tutorial's and model zoo's, torchvision's ShuffleNetV2, Megvii's ShuffleNetV2 and V2+,
+... Each lives in a module of its own, `<family>_<origin>.py`, that says how to recognise its
+state dicts, how to rename and reorder them into ours and which network options and
+preprocessing reproduce it; where the publisher's network is PyTorch, a rebuild with its exact
+state-dict names sits beside it in `torch_<family>_<origin>.py`. A new family or publisher adds
+a module to `LINEAGES`, not a branch anywhere else.
 """
 from __future__ import annotations
 
@@ -13,13 +14,28 @@ import os
 from pathlib import Path
 
 from ..models import META_KEY, ModelDescription, model_entry
-from . import shufflenet_v1_megvii, shufflenet_v1_mindcv, shufflenet_v1_mindspore
+from . import (
+    shufflenet_v1_megvii,
+    shufflenet_v1_mindcv,
+    shufflenet_v1_mindspore,
+    shufflenet_v2_megvii,
+    shufflenet_v2_mindcv,
+    shufflenet_v2_mindspore,
+    shufflenet_v2_torchvision,
+)
 from .common import TORCH_ORIGINS, Lineage, load_source, save_converted
 
 #: Every lineage, tried in this order when a file's origin is not given: mindcv's before the
 #: tutorial's and zoo's, whose names mindcv's `convs.{k}` files share but for the classifier bias.
+#: V2's signatures fit no V1 file nor each other (V1 has `branch_main_1/2`, V2 `branch_main` and
+#: `branch_proj`; V2's rule out V2+'s `LastSE`), so among them the order only picks
+#: `torch_reference`'s default peer: Megvii's, the network of the family's published figures and
+#: `published_options`, which benchmarks build on the MindSpore side.
 LINEAGES: tuple[Lineage, ...] = (shufflenet_v1_mindcv.LINEAGE, shufflenet_v1_mindcv.LINEAGE_SPLIT,
-                                 shufflenet_v1_mindspore.LINEAGE, shufflenet_v1_megvii.LINEAGE)
+                                 shufflenet_v1_mindspore.LINEAGE, shufflenet_v1_megvii.LINEAGE,
+                                 shufflenet_v2_megvii.LINEAGE, shufflenet_v2_megvii.LINEAGE_PLUS,
+                                 shufflenet_v2_torchvision.LINEAGE, shufflenet_v2_mindcv.LINEAGE,
+                                 shufflenet_v2_mindspore.LINEAGE)
 ORIGINS = tuple(dict.fromkeys(lineage.origin for lineage in LINEAGES))
 #: Publishers whose files are MindSpore checkpoints (.ckpt).
 MINDSPORE_ORIGINS = tuple(origin for origin in ORIGINS if origin not in TORCH_ORIGINS)
@@ -27,7 +43,8 @@ MINDSPORE_ORIGINS = tuple(origin for origin in ORIGINS if origin not in TORCH_OR
 
 def guess_origins(path: Path) -> tuple[str, ...]:
     """Publishers whose files `path` may be, from its extension: every MindSpore publisher for
-    .ckpt (the names inside decide), Megvii for PyTorch files (.pth, .pth.tar, .tar, .pt)."""
+    .ckpt, every PyTorch publisher (Megvii, torchvision) for .pth, .pth.tar, .tar and .pt; the
+    names inside decide."""
     if path.suffix.lower() == ".ckpt":
         return MINDSPORE_ORIGINS
     if path.suffix.lower() in (".pth", ".tar", ".pt"):

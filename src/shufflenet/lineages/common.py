@@ -1,4 +1,5 @@
-"""What every lineage converter shares: reading source files, and saving a verified checkpoint."""
+"""What every lineage converter shares: reading source files, renaming and placing their entries,
+and saving a verified checkpoint."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ import mindspore as ms
 import numpy as np
 
 from ..inference import build_network
-from ..models import META_KEY, ModelDescription
+from ..models import META_KEY, ModelDescription, recognise
 from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 
 #: name -> float32 array: a source file's tensors, whatever framework wrote it.
@@ -24,7 +25,10 @@ Converter = Callable[[StateDict, str, dict], tuple[StateDict, ModelDescription]]
 _UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError,
                KeyError, IndexError, TypeError, struct.error)
 #: Origins whose files are PyTorch checkpoints; the others are MindSpore checkpoints.
-TORCH_ORIGINS = ("megvii",)
+TORCH_ORIGINS = ("megvii", "torchvision")
+#: PyTorch BatchNorm entry -> MindSpore's.
+BN_FIELDS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+             "running_var": "moving_variance"}
 
 
 @dataclass(frozen=True)
@@ -116,5 +120,53 @@ def _strip_module(key: str) -> str:
 
 def bn_field(name: str) -> str:
     """PyTorch BatchNorm entry -> MindSpore's (`running_var` -> `moving_variance`, ...)."""
-    return {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
-            "running_var": "moving_variance"}[name]
+    return BN_FIELDS[name]
+
+
+def network_entries(state: StateDict, roots: tuple[str, ...]) -> StateDict:
+    """The network's tensors of a MindSpore training checkpoint: the entries under its top-level
+    cells `roots`. What a training network saves besides (optimizer slots `adam_m.*`,
+    `moments.*`, EMA copies `ema.*`, step counters, learning rate, loss scale) is dropped."""
+    return {key: value for key, value in state.items()
+            if key.split(".")[0] in roots and hasattr(value, "shape")}
+
+
+def torch_entry_names(state: StateDict,
+                      module_name: Callable[[str], Optional[str]]) -> dict[str, Optional[str]]:
+    """Our name for each entry of a PyTorch state dict (None: no module of ours holds it).
+
+    `module_name` renames a module path (`conv1.1` -> `first_conv.1`); the fields of BatchNorms,
+    known by their running statistics, become MindSpore's. `num_batches_tracked` is left out:
+    MindSpore's BatchNorm has no counter.
+    """
+    batchnorms = {key[:-len(".running_mean")] for key in state if key.endswith(".running_mean")}
+    names: dict[str, Optional[str]] = {}
+    for key in state:
+        module, _, field = key.rpartition(".")
+        if field == "num_batches_tracked":
+            continue
+        ours = module_name(module)
+        if module in batchnorms:
+            field = BN_FIELDS.get(field)
+        names[key] = f"{ours}.{field}" if ours and field else None
+    return names
+
+
+def convert_renamed(state: StateDict, names: dict[str, Optional[str]], source: str, options: dict,
+                    defaults: dict, preprocessing: str, network: str) -> tuple[StateDict, ModelDescription]:
+    """Entries renamed by `names` (source key -> our name), as the network they describe.
+
+    The model and class count come from the renamed shapes (the registry's recognisers, as for
+    files with our names); the publisher's `defaults` options, then `options`, and its
+    `preprocessing` complete the description. Every entry must land on a parameter of that
+    network, else a ValueError names those that do not (a weight silently left out would give a
+    checkpoint that loads but is not the publisher's network).
+    """
+    shapes = {name: tuple(state[key].shape) for key, name in names.items() if name}
+    description = recognise(shapes, source).replace(options={**defaults, **options},
+                                                    preprocessing=preprocessing)
+    expected = {param.name for param in build_network(description).get_parameters()}
+    unplaced = [key for key, name in names.items() if name not in expected]
+    if unplaced:
+        raise ValueError(f"{source}: entries of no layer of {network}: {', '.join(unplaced[:8])}")
+    return {name: state[key] for key, name in names.items()}, description

@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..models import META_KEY, ModelDescription, describe
 from ..models.shufflenet_v1 import model_for_channels
 from . import shufflenet_v1_mindspore
-from .common import Lineage, StateDict, split_groups
+from .common import Lineage, StateDict, network_entries, split_groups
 
 #: Options of our network that reproduce mindcv's.
 OPTIONS = {"pool_padding": "same", "classifier_bias": False}
@@ -32,12 +32,6 @@ _BN = ("gamma", "beta", "moving_mean", "moving_variance")
 _BLOCK_LAYERS = {("branch_main_1", "0"): "grouped", ("branch_main_1", "1"): "bn",
                  ("branch_main_2", "0"): "depthwise", ("branch_main_2", "1"): "bn",
                  ("branch_main_2", "2"): "grouped", ("branch_main_2", "3"): "bn"}
-
-
-def network_entries(state: StateDict) -> StateDict:
-    """The network's tensors of a mindcv file, without its optimizer and training state."""
-    return {key: value for key, value in state.items()
-            if key.split(".")[0] in NETWORK and hasattr(value, "shape")}
 
 
 def recognise(state: StateDict, source: str) -> tuple[str, int]:
@@ -61,7 +55,7 @@ def convert_state_dict(state: StateDict, groups: int, source: str) -> StateDict:
     """mindcv 0.3.0's network entries -> ours; an entry of no known layer is a ValueError."""
     out: StateDict = {}
     unknown = []
-    for key, value in network_entries(state).items():
+    for key, value in network_entries(state, NETWORK).items():
         parts = key.split(".")
         kind = _BLOCK_LAYERS.get(tuple(parts[2:4])) if parts[0] == "features" and len(parts) == 5 else None
         if kind == "grouped" and parts[4] == "weight":
@@ -91,7 +85,7 @@ def convert(state: StateDict, source: str, options: dict) -> tuple[StateDict, Mo
 
 def convert_split(state: StateDict, source: str, options: dict) -> tuple[StateDict, ModelDescription]:
     """A mindcv main file (`convs.{k}`): our names already, so only its training state goes."""
-    params, description = shufflenet_v1_mindspore.convert(network_entries(state), source, options)
+    params, description = shufflenet_v1_mindspore.convert(network_entries(state, NETWORK), source, options)
     return params, description.replace(options={**OPTIONS, **options}, preprocessing=PREPROCESSING)
 
 

@@ -1,5 +1,5 @@
 """Model definitions, the registry that names them and the description that travels with them."""
-from . import shufflenet_v1  # noqa: F401  (registers the ShuffleNetV1 family)
+from . import shufflenet_v1, shufflenet_v2, shufflenet_v2_plus  # noqa: F401  (each registers its family)
 from .description import META_KEY, ModelDescription, read_description
 from .layers import GroupConv, channel_shuffle
 from .registry import (

@@ -1,8 +1,12 @@
-"""Building blocks shared by the ShuffleNetV1 family: channel shuffle and grouped 1x1 convolution."""
+"""Building blocks shared by the families: channel shuffle, grouped 1x1 convolution, the 3x3/s2
+pools in both lineage conventions, Megvii's initialisation and the options every family shares."""
 from __future__ import annotations
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import Constant, Normal, initializer
+
+from .registry import ModelOption
 
 #: How a grouped convolution is computed. Both hold the same parameters (`convs.{k}.weight`).
 GROUP_CONV_IMPLS = ("auto", "split", "native")
@@ -94,3 +98,89 @@ class GroupConv(nn.Cell):
         for k in range(self.groups):
             outputs = outputs + (self.convs[k](inputs[k]),)
         return ops.concat(outputs, 1)
+
+
+POOL_PADDINGS = ("same", "symmetric")
+#: Options with one meaning in every family (the registry refuses a family that redefines one).
+POOL_PADDING_OPTION = ModelOption(
+    str, "3x3/s2 pools padded as the tutorial, zoo and mindcv (same) or as Megvii and PyTorch "
+    "(symmetric)", POOL_PADDINGS)
+CLASSIFIER_BIAS_OPTION = ModelOption(bool, "Dense classifier with a bias or without, as the "
+                                     "weights' publisher built it")
+IN_CHANNELS_OPTION = ModelOption(int, "input image channels")
+
+
+class SymmetricPool(nn.Cell):
+    """A 3x3/s2 pool padded 1 on every side, as PyTorch's `padding=1` (average pooling counts the
+    zero padding). Its own cell so that export can swap `pool` for portable ops (see
+    `shufflenet.export.portable_pools`)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.pool = (nn.MaxPool2d(3, 2, pad_mode="pad", padding=1) if kind == "max" else
+                     nn.AvgPool2d(3, 2, pad_mode="pad", padding=1, count_include_pad=True))
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.pool(x)
+
+
+def make_pool(kind: str, pool_padding: str) -> nn.Cell:
+    """A 3x3/s2 "max" or "avg" pool. `same` pads 0 before and 1 after on even inputs (tutorial,
+    zoo, mindcv); `symmetric` pads 1 on each side (Megvii, torchvision)."""
+    if pool_padding not in POOL_PADDINGS:
+        raise ValueError(f"pool_padding must be one of {POOL_PADDINGS}, got {pool_padding!r}")
+    if pool_padding == "symmetric":
+        return SymmetricPool(kind)
+    return nn.MaxPool2d(3, 2, pad_mode="same") if kind == "max" else nn.AvgPool2d(3, 2, pad_mode="same")
+
+
+def check_positive_ints(**values: object) -> None:
+    """`ValueError` naming the first argument that is not a positive integer."""
+    for arg, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+
+
+def check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def fill(param: ms.Parameter, init) -> None:
+    param.set_data(initializer(init, param.shape, param.dtype))
+
+
+def megvii_init(net: nn.Cell, small_std: tuple[str, ...] = ("first_conv",)) -> None:
+    """Megvii's initialisation (every ShuffleNet release of theirs): convolutions N(0, 1/fan-in
+    channels), those under `small_std` and the Dense layers N(0, 0.01); BatchNorm scale 1, shift
+    1e-4, statistics 0 and 1."""
+    for name, cell in net.cells_and_names():
+        if isinstance(cell, nn.Conv2d):
+            std = 0.01 if any(part in name for part in small_std) else 1.0 / cell.weight.shape[1]
+            fill(cell.weight, Normal(std))
+        elif isinstance(cell, nn.BatchNorm2d):
+            fill(cell.gamma, Constant(1.0))
+            fill(cell.beta, Constant(1e-4))
+            fill(cell.moving_mean, Constant(0.0))
+            fill(cell.moving_variance, Constant(1.0))
+        elif isinstance(cell, nn.Dense):
+            fill(cell.weight, Normal(0.01))
+            if cell.has_bias:
+                fill(cell.bias, Constant(0.0))
+
+
+def new_classifier(in_features: int, num_classes: int, bias: bool) -> nn.Dense:
+    """A classifier initialised as `megvii_init` does, e.g. for `reset_classifier`."""
+    check_positive_ints(num_classes=num_classes)
+    dense = nn.Dense(in_features, num_classes, has_bias=bias)
+    fill(dense.weight, Normal(0.01))
+    if bias:
+        fill(dense.bias, Constant(0.0))
+    return dense
+
+
+def width_tag(width: float) -> str:
+    """0.25 -> "0_25", 1.0 -> "1_0": torchvision's naming of width multipliers."""
+    text = f"{width:g}"
+    return (text if "." in text else text + ".0").replace(".", "_")

@@ -41,6 +41,9 @@ class Family:
     recognise: Recogniser
     #: A built network's architecture in a few words, for `shufflenet summary`.
     arch_text: Callable[[nn.Cell], str]
+    #: Options of the network whose figures are published (e.g. Megvii's bias-free classifier),
+    #: which `shufflenet summary` measures.
+    published_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ _MODELS: dict[str, ModelEntry] = {}
 
 
 def register_family(name: str, options: Mapping[str, ModelOption], recognise: Recogniser,
-                    arch_text: Callable[[nn.Cell], str]) -> None:
+                    arch_text: Callable[[nn.Cell], str],
+                    published_options: Mapping[str, Any] | None = None) -> None:
     """Declare a family; an option name shared with another family must mean the same there."""
     if name in _FAMILIES:
         raise ValueError(f"model family {name!r} is already registered")
@@ -68,7 +72,7 @@ def register_family(name: str, options: Mapping[str, ModelOption], recognise: Re
     for key, spec in options.items():
         if key in known and known[key] != spec:
             raise ValueError(f"option {key!r} of family {name!r} differs from another family's")
-    _FAMILIES[name] = Family(name, dict(options), recognise, arch_text)
+    _FAMILIES[name] = Family(name, dict(options), recognise, arch_text, dict(published_options or {}))
 
 
 def register_model(name: str, builder: Callable[..., nn.Cell], family: str,
@@ -143,7 +147,10 @@ def recognise(shapes: Mapping[str, tuple], source: str = "the checkpoint") -> Mo
     Each family's recogniser looks for its own names; the first that matches decides.
     """
     for family in _FAMILIES.values():
-        found = family.recognise(shapes)
+        try:
+            found = family.recognise(shapes)
+        except ValueError as err:  # the family's names, but no registered model's shapes
+            raise ValueError(f"{source}: {err}") from None
         if found is not None:
             name, fields = found
             return describe(name, **fields)

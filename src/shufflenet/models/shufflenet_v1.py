@@ -11,9 +11,21 @@ from __future__ import annotations
 import math
 
 from mindspore import Tensor, nn, ops
-from mindspore.common.initializer import Constant, Normal, initializer
 
-from .layers import GROUP_CONV_IMPLS, GroupConv, channel_shuffle
+from .layers import (
+    CLASSIFIER_BIAS_OPTION,
+    GROUP_CONV_IMPLS,
+    IN_CHANNELS_OPTION,
+    POOL_PADDING_OPTION,
+    GroupConv,
+    channel_shuffle,
+    check_bool,
+    check_positive_ints,
+    make_pool,
+    megvii_init,
+    new_classifier,
+    width_tag,
+)
 from .registry import ModelOption, list_models, model_arch, register_family, register_model
 
 FAMILY = "shufflenet_v1"
@@ -27,16 +39,13 @@ STAGE_REPEATS = (4, 8, 4)
 #: Width multipliers registered per group count: the paper's Table 2 plus Megvii's 1.5x, 2.0x.
 WIDTHS = {1: (0.25, 0.5, 1.0), 2: (0.25, 0.5, 1.0), 3: (0.25, 0.5, 1.0, 1.5, 2.0),
           4: (0.25, 0.5, 1.0), 8: (0.25, 0.5, 1.0, 1.5, 2.0)}
-POOL_PADDINGS = ("same", "symmetric")
 #: The network options every command exposes as flags (`--pool-padding`, ...).
 OPTIONS = {
-    "pool_padding": ModelOption(str, "3x3/s2 pools padded as the tutorial, zoo and mindcv (same) or "
-                                "as Megvii and PyTorch (symmetric)", POOL_PADDINGS),
-    "classifier_bias": ModelOption(bool, "Dense classifier with bias (tutorial, zoo) or without "
-                                   "(mindcv, Megvii)"),
+    "pool_padding": POOL_PADDING_OPTION,
+    "classifier_bias": CLASSIFIER_BIAS_OPTION,
     "group_conv": ModelOption(str, "grouped 1x1 convs as per-group Conv2d (split, the only form "
                               "Ascend runs), one grouped conv (native), or auto", GROUP_CONV_IMPLS),
-    "in_channels": ModelOption(int, "input image channels"),
+    "in_channels": IN_CHANNELS_OPTION,
 }
 #: Published complexity at 224x224 in MFLOPs (multiply-adds): Megvii's release where it has the
 #: model, else the paper's Table 2 (140 / 38 / 13 at 1x / 0.5x / 0.25x for every group count).
@@ -72,21 +81,6 @@ def stage_channels(groups: int, width: float) -> tuple[int, int, int, int]:
     stem_width = max(width, 0.5) if width < 1 else math.floor(width)
     stem = _round_to_multiple(STEM_CHANNELS_1X * stem_width, groups, up=True)
     return stem, stage2, 2 * stage2, 4 * stage2
-
-
-def make_pool(kind: str, pool_padding: str) -> nn.Cell:
-    """The 3x3/s2 "max" pool after the stem or "avg" pool of a stride-2 block's shortcut.
-
-    `same` pads 0 before and 1 after on even inputs (tutorial, zoo, mindcv); `symmetric` pads 1
-    on each side and averages over the zero padding too (Megvii, PyTorch `padding=1`).
-    """
-    if pool_padding not in POOL_PADDINGS:
-        raise ValueError(f"pool_padding must be one of {POOL_PADDINGS}, got {pool_padding!r}")
-    if pool_padding == "same":
-        return nn.MaxPool2d(3, 2, pad_mode="same") if kind == "max" else nn.AvgPool2d(3, 2, pad_mode="same")
-    if kind == "max":
-        return nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)
-    return nn.AvgPool2d(3, 2, pad_mode="pad", padding=1, count_include_pad=True)
 
 
 class ShuffleV1Block(nn.Cell):
@@ -162,11 +156,8 @@ class ShuffleNetV1(nn.Cell):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        for arg, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
-        if not isinstance(classifier_bias, bool):
-            raise ValueError(f"classifier_bias must be True or False, got {classifier_bias!r}")
+        check_positive_ints(num_classes=num_classes, in_channels=in_channels)
+        check_bool("classifier_bias", classifier_bias)
         self.groups = groups
         self.width = width
         self.pool_padding = pool_padding
@@ -193,32 +184,11 @@ class ShuffleNetV1(nn.Cell):
         self.features = nn.SequentialCell(blocks)
         self.num_features = in_ch
         self.classifier = nn.Dense(in_ch, num_classes, has_bias=classifier_bias)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Megvii's initialisation: N(0, 1/fan-in channels) convs, N(0, 0.01) stem and head."""
-        for name, cell in self.cells_and_names():
-            if isinstance(cell, nn.Conv2d):
-                std = 0.01 if name.startswith("first_conv") else 1.0 / cell.weight.shape[1]
-                _fill(cell.weight, Normal(std))
-            elif isinstance(cell, nn.BatchNorm2d):
-                _fill(cell.gamma, Constant(1.0))
-                _fill(cell.beta, Constant(1e-4))
-                _fill(cell.moving_mean, Constant(0.0))
-                _fill(cell.moving_variance, Constant(1.0))
-            elif isinstance(cell, nn.Dense):
-                _fill(cell.weight, Normal(0.01))
-                if cell.has_bias:
-                    _fill(cell.bias, Constant(0.0))
+        megvii_init(self)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier, e.g. to fine-tune on a new label set."""
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.classifier = nn.Dense(self.num_features, num_classes, has_bias=self.classifier_bias)
-        _fill(self.classifier.weight, Normal(0.01))
-        if self.classifier_bias:
-            _fill(self.classifier.bias, Constant(0.0))
+        self.classifier = new_classifier(self.num_features, num_classes, self.classifier_bias)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(self.maxpool(self.first_conv(x)))
@@ -229,10 +199,6 @@ class ShuffleNetV1(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _fill(param, init) -> None:
-    param.set_data(initializer(init, param.shape, param.dtype))
 
 
 def model_for_channels(groups: int, channels: tuple[int, ...]) -> str | None:
@@ -266,17 +232,11 @@ def recognise_checkpoint(shapes: dict[str, tuple]) -> tuple[str, dict] | None:
                   "options": {"classifier_bias": "classifier.bias" in shapes}}
 
 
-def width_tag(width: float) -> str:
-    """0.25 -> "0_25", 1.0 -> "1_0": torchvision's naming of width multipliers."""
-    text = f"{width:g}"
-    return (text if "." in text else text + ".0").replace(".", "_")
-
-
 def arch_text(net: ShuffleNetV1) -> str:
     return f"g{net.groups} {net.width:g}x, channels {', '.join(map(str, net.channels))}"
 
 
-register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text)
+register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text, {"classifier_bias": False})
 for _groups, _widths in WIDTHS.items():
     for _width in _widths:
         register_model(f"shufflenet_v1_g{_groups}_x{width_tag(_width)}", ShuffleNetV1, FAMILY,

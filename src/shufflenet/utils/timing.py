@@ -50,9 +50,13 @@ def _mindspore_net(spec: dict):
 
 
 def _options(spec: dict) -> dict:
-    """Megvii's bias-free classifier (the PyTorch peer's), and the variant's options."""
-    return {"classifier_bias": False, "group_conv": spec.get("group_conv", "auto"),
-            "pool_padding": spec.get("pool_padding", "same")}
+    """The network the family's figures are published for (Megvii's, as the PyTorch peer's:
+    `published_options`), with the variant's options where the model has them."""
+    from ..models import family_of, model_options
+
+    variant = {key: spec[key] for key in ("group_conv", "pool_padding") if key in spec}
+    options = {**family_of(spec["model"]).published_options, **variant}
+    return {key: value for key, value in options.items() if key in model_options(spec["model"])}
 
 
 def mindspore_step(spec: dict) -> Step:
