@@ -164,7 +164,13 @@ def test_forward_shapes_and_gradients(name, inference):
     for param, grad in zip(net.trainable_params(), grads):
         g = grad.asnumpy()
         assert np.isfinite(g).all(), param.name
-        assert np.abs(g).max() > 0, f"zero gradient for {param.name}"
+        # Not the BatchNorm shifts: in training mode the shift of a BatchNorm followed by a 1x1
+        # convolution and another BatchNorm (every ShuffleNet unit) has no gradient, as the next
+        # BatchNorm subtracts the batch mean. Theirs is rounding noise (1e-9..1e-7 here, exactly 0
+        # for ShuffleNetV2+ in CI); every other parameter gets >= 3e-4. A layer cut off from the
+        # output still shows, through its convolution weights and BatchNorm scales.
+        if not param.name.endswith(".beta"):
+            assert np.abs(g).max() > 0, f"zero gradient for {param.name}"
 
 
 @pytest.mark.parametrize("name", ONE_PER_FAMILY)
