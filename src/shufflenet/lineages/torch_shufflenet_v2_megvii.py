@@ -40,31 +40,20 @@ except ImportError as err:  # torch is an optional dependency
         "install it with pip install -e \".[torch]\""
     ) from err
 
+from ..models.shufflenet_v2 import STAGE_CHANNELS as V2_STAGE_CHANNELS
+from ..models.shufflenet_v2 import STAGE_REPEATS as V2_STAGE_REPEATS
+from ..models.shufflenet_v2_plus import ARCHITECTURE as PLUS_ARCHITECTURE
+from ..models.shufflenet_v2_plus import STAGE_CHANNELS as V2_PLUS_STAGE_CHANNELS
+from ..models.shufflenet_v2_plus import STAGE_REPEATS as V2_PLUS_STAGE_REPEATS
+
 if TYPE_CHECKING:
     from ..models import ModelDescription
 
-V2_STAGE_REPEATS = (4, 8, 4)
-
-# Output channels of (first_conv, stage 1, stage 2, stage 3, conv_last) per width (Megvii's table).
-V2_STAGE_CHANNELS: dict[float, tuple[int, int, int, int, int]] = {
-    0.5: (24, 48, 96, 192, 1024),
-    1.0: (24, 116, 232, 464, 1024),
-    1.5: (24, 176, 352, 704, 1024),
-    2.0: (24, 244, 488, 976, 2048),
-}
-
-V2_PLUS_STAGE_REPEATS = (4, 4, 8, 4)
-
-# Output channels of (first_conv, stages 1-4, conv_last) per size (Megvii's V2+ table).
-V2_PLUS_STAGE_CHANNELS: dict[str, tuple[int, int, int, int, int, int]] = {
-    "small": (16, 36, 104, 208, 416, 1280),
-    "medium": (16, 48, 128, 256, 512, 1280),
-    "large": (16, 68, 168, 336, 672, 1280),
-}
-
-# The searched block of each of the 20 units, fixed in Megvii's ShuffleNetV2+/train.py for all
-# three sizes: 0/1/2 = Shufflenet unit with a 3/5/7 depthwise kernel, 3 = Xception unit.
-V2_PLUS_ARCHITECTURE = (0, 0, 3, 1, 1, 1, 0, 0, 2, 0, 2, 1, 1, 0, 2, 0, 2, 1, 3, 2)
+# Megvii's encoding of a searched unit: 0/1/2 = Shufflenet unit with a 3/5/7 depthwise kernel,
+# 3 = Xception unit. Its train.py fixes one architecture for all three sizes; the tables (and that
+# architecture, `shufflenet_v2_plus.ARCHITECTURE`) are the registry's, checked against Megvii's code.
+_MEGVII_CHOICE = {3: 0, 5: 1, 7: 2, "x": 3}
+V2_PLUS_ARCHITECTURE = tuple(_MEGVII_CHOICE[choice] for choice in PLUS_ARCHITECTURE)
 
 
 def _split_even_odd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

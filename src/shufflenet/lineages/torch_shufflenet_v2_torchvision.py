@@ -27,19 +27,10 @@ except ImportError as err:  # torch is an optional dependency
         "install it with pip install -e \".[torch]\""
     ) from err
 
+from ..models.shufflenet_v2 import STAGE_CHANNELS, STAGE_REPEATS  # torchvision's tables too
+
 if TYPE_CHECKING:
     from ..models import ModelDescription
-
-STAGE_REPEATS = (4, 8, 4)
-
-# Output channels of (conv1, stage2, stage3, stage4, conv5) per width, as torchvision's table.
-STAGE_CHANNELS: dict[float, tuple[int, int, int, int, int]] = {
-    0.5: (24, 48, 96, 192, 1024),
-    1.0: (24, 116, 232, 464, 1024),
-    1.5: (24, 176, 352, 704, 1024),
-    2.0: (24, 244, 488, 976, 2048),
-}
-
 
 def stage_channels(width: float) -> tuple[int, int, int, int, int]:
     """torchvision's channels for a width multiplier; only its four published widths exist."""
