@@ -29,8 +29,9 @@ setup(
     ],
     extras_require={
         # OpenCV is the reference of the Megvii preprocessing test (4.12 on needs numpy 2).
-        "test": ["pytest>=7", "ruff>=0.5", "torch==2.13.0", "onnx", "onnxruntime",
-                 "opencv-python-headless>=4.8,<4.12"],
+        # safetensors writes the timm-style test files our own reader must read.
+        "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "torch==2.13.0", "onnx", "onnxruntime",
+                 "safetensors", "opencv-python-headless>=4.8,<4.12"],
         "torch": ["torch==2.13.0"],
         "onnx": ["onnx", "onnxruntime"],
     },

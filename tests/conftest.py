@@ -1,6 +1,8 @@
 """Shared test setup: CPU, graph mode (the training mode), and deterministic weight filling."""
 from __future__ import annotations
 
+import os
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -12,7 +14,19 @@ def _graph_mode_on_cpu():
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
-    configure_cpu()  # what every command does on CPU
+    configure_cpu(threads=threads_per_worker())  # what every command does on CPU
+
+
+def threads_per_worker() -> int:
+    """The usable CPUs shared out among pytest-xdist's workers (one process without it): a
+    worker with as many threads as cores would make every kernel wait for the other's."""
+    import torch
+
+    from shufflenet.utils.cpu import usable_cpus
+
+    threads = max(1, usable_cpus() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def fill_deterministic(net, seed: int = 0) -> None:

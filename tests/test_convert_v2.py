@@ -215,7 +215,8 @@ def test_each_publishers_names_pick_its_lineage():
     assert identify(files["mindcv v2"][0]) is mindcv.LINEAGE and identify(files["zoo v2"][0]) is zoo.LINEAGE
     ours = {**_ms_names("shufflenet_v2_x1_0", classifier_bias=False), META_KEY: "{}"}
     assert identify(ours) is None
-    assert guess_origins(Path("w.pth")) == guess_origins(Path("w.pth.tar")) == ("megvii", "torchvision")
+    assert guess_origins(Path("w.pth")) == guess_origins(Path("w.pth.tar")) == \
+        ("megvii", "torchvision", "timm")
 
 
 def test_the_default_pytorch_peer_is_megviis():

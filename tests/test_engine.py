@@ -107,6 +107,18 @@ def test_every_packaged_recipe_resolves():
         "shufflenet_v2_x1_0", 300, 64, 0.4, 5, 4e-5, 1024, 0.1, "O3")
     assert mindcv.model_options == {"unit_layout": "megvii", "pool_padding": "same",
                                     "classifier_bias": False}
+    fields = ("model", "model_options", "epochs", "batch_size", "lr", "warmup_epochs", "weight_decay",
+              "loss_scale", "label_smoothing", "amp_level")
+    recipes = {  # mindcv's MobileNet 1.0 and SqueezeNet 1.1 Ascend recipes, key for key
+        "mobilenet_v1_ascend": ("mobilenet_v1_100", {"activation": "relu"}, 200, 64, 0.4, 2, 3e-5, 1024,
+                                0.1, "O2"),
+        "mobilenet_v2_ascend": ("mobilenet_v2_100", {}, 300, 256, 0.4, 4, 4e-5, 1024, 0.1, "O0"),
+        "squeezenet_ascend": ("squeezenet1_1", {"pool_rounding": "floor", "stem_padding": 1}, 200, 32, 0.1, 0,
+                              2e-4, 1024, 0.1, "O2"),
+    }
+    for name, expected in recipes.items():
+        config = resolve_config(argparse.Namespace(config=name))
+        assert tuple(getattr(config, field) for field in fields) == expected, name
 
 
 def test_checkpoints_are_atomic_verified_and_strict(tmp_path):

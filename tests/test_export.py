@@ -100,6 +100,10 @@ def test_export_leaves_the_network_as_it_was(exported):
     ("shufflenet_v2_x0_5", {}),  # torchvision's units and symmetric pool
     ("shufflenet_v2_x0_5", {"unit_layout": "megvii", "pool_padding": "same", "classifier_bias": False}),
     ("shufflenet_v2_plus_small", {}),
+    ("mobilenet_v1_025", {"activation": "relu6"}),
+    ("mobilenet_v2_035", {}),
+    ("squeezenet1_1", {}),  # ceil-mode pools as zero padding + floor pools
+    ("xception", {"pool_padding": "symmetric"}),
 ])
 def test_every_family_exports_dynamic_mindir_and_onnx(tmp_path, name, options):
     net = create_model(name, num_classes=len(CLASSES), **options)

@@ -26,6 +26,9 @@ ONE_PER_FAMILY = sorted({family_of(name).name: name for name in reversed(ALL_MOD
 # and shared through the module-scoped fixture `inference`; `scope="module"` makes pytest run a
 # model's tests back to back (one set-up each, also on one pytest-xdist worker in the usual case).
 PER_MODEL = pytest.mark.parametrize("name", ALL_MODELS, scope="module")
+#: Feature map side at 64 px where it is not 64 / 32 = 2: SqueezeNet's unpadded 7x7 (1.0) or 3x3
+#: (1.1) stem and ceil-mode pools leave 3x3, as torchvision's (13x13 at 224 px).
+FEATURE_MAP_AT_64 = {"squeezenet": (3, 3)}
 
 # Megvii's trainable parameter counts (bias-free classifier, 1000 classes) and stage channels.
 MEGVII = {
@@ -151,7 +154,7 @@ def test_forward_shapes_and_gradients(name, inference):
         _, logits = probe(image_batch(1, size))
         assert logits.shape == (1, 10)
     features, _ = probe(image_batch(1, 64))
-    assert features.shape == (1, net.num_features, 2, 2)
+    assert features.shape == (1, net.num_features, *FEATURE_MAP_AT_64.get(family_of(name).name, (2, 2)))
     net = shufflenet.create_model(name, num_classes=10)  # its own initialisation, trained mode
     net.set_train(True)
     x = image_batch(2, 32)
@@ -180,7 +183,7 @@ def test_reset_classifier_and_pre_logits(name):
     net.set_train(False)
     assert net(image_batch(2, 32)).shape == (2, 7)
     pooled = net.forward_head(net.forward_features(image_batch(2, 32)), pre_logits=True)
-    assert pooled.shape == (2, net.classifier.in_channels)
+    assert pooled.shape == (2, net.num_features)
     with pytest.raises(ValueError, match="num_classes"):
         net.reset_classifier(0)
 

@@ -38,6 +38,14 @@ WORKLOADS = (
     ("shufflenet_v2_x1_0", 224, 16, "infer"),
     ("shufflenet_v2_plus_medium", 224, 16, "train"),
     ("shufflenet_v2_plus_medium", 224, 16, "infer"),
+    ("mobilenet_v1_100", 224, 16, "train"),
+    ("mobilenet_v1_100", 224, 16, "infer"),
+    ("mobilenet_v2_100", 224, 16, "train"),
+    ("mobilenet_v2_100", 224, 16, "infer"),
+    ("squeezenet1_1", 224, 16, "train"),
+    ("squeezenet1_1", 224, 16, "infer"),
+    ("xception", 299, 8, "train"),
+    ("xception", 299, 8, "infer"),
 )
 #: The workload on which every variant tried runs too.
 MAIN_WORKLOAD = ("shufflenet_v1_g3_x1_0", 224, 16)

@@ -4,19 +4,21 @@
                ShuffleNetV1, ShuffleNetV2 and ShuffleNetV2+; the result uses symmetric pools,
                no classifier bias (V2: Megvii's unit layout), BGR 0..255 input, and its logits
                are compared with Megvii's network rebuilt in PyTorch.
-  torchvision: torchvision's ShuffleNetV2 state dict (.pth, read the same way); torchvision's
-               unit layout, symmetric pools, a classifier bias, ImageNet input; its logits are
-               compared with torchvision's network rebuilt in PyTorch.
+  torchvision: torchvision's ShuffleNetV2 or MobileNetV2 state dict (.pth, read the same way);
+               for ShuffleNetV2 torchvision's unit layout, symmetric pools, a classifier bias;
+               ImageNet input; logits compared with torchvision's network rebuilt in PyTorch.
+  timm:        timm's MobileNetV1 (mobilenetv1_100: pytorch_model.bin or model.safetensors);
+               ReLU6, ImageNet input; logits compared with timm's network rebuilt in PyTorch.
   mindcv:      a mindcv checkpoint (.ckpt): ShuffleNetV1 0.3.0's native grouped convs (its
                published shufflenet_v1_g3_05/g3_10 files) are split into per-group convs;
-               main's convs.{k} files and every ShuffleNetV2 file keep their names; 'same'
-               pools, no classifier bias, ImageNet input.
+               main's convs.{k} files and every ShuffleNetV2, MobileNetV1 and MobileNetV2 file
+               keep their names; ImageNet input.
   mindspore:   a MindSpore tutorial or model zoo checkpoint (.ckpt), ShuffleNetV1 or V2; the
                model is recognised from its shapes and re-saved with its description.
 
-Optimizer state, step counters and EMA copies are dropped. A PyTorch file (.pth, .pth.tar, .pt)
-is matched against Megvii's and torchvision's names, a .ckpt against every MindSpore
-publisher's, so --source is needed only to insist on one.
+Optimizer state, step counters and EMA copies are dropped. A PyTorch file (.pth, .pth.tar, .pt,
+.bin, .safetensors) is matched against Megvii's, torchvision's and timm's names, a .ckpt against
+every MindSpore publisher's, so --source is needed only to insist on one.
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="published weights: Megvii .pth.tar, torchvision .pth, "
-                        "mindcv or tutorial/zoo .ckpt")
+    parser.add_argument("src", help="published weights: Megvii .pth.tar, torchvision .pth, timm .bin or "
+                        ".safetensors, mindcv or tutorial/zoo .ckpt")
     parser.add_argument("dst", help="output MindSpore checkpoint (.ckpt)")
     parser.add_argument("--source", choices=ORIGINS,
                         help="publisher of src (default: recognised from its extension and names)")

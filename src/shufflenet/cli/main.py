@@ -13,7 +13,8 @@ COMMANDS = {
     "data-benchmark": ("data_benchmark", "images/s of the input pipelines at 224 and 32"),
     "export": ("export", "export a checkpoint to MINDIR, AIR or ONNX, verified, with a sidecar JSON"),
     "predict": ("predict", "top-5 classes of image files with a .mindir, .onnx or .ckpt"),
-    "convert": ("convert", "import Megvii's, torchvision's, mindcv's, the tutorial's or the zoo's weights"),
+    "convert": ("convert", "import Megvii's, torchvision's, timm's, mindcv's, the tutorial's or the "
+                           "zoo's weights"),
 }
 
 

@@ -49,6 +49,9 @@ PRESETS: dict[str, Preprocessing] = {
     # Megvii's released weights expect BGR pixels in 0..255 with no normalisation, resized and
     # cropped as Megvii's evaluation does.
     "megvii": Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), bgr=True, eval_geometry="megvii"),
+    # Inception-style input, [-1, 1], resized to image_size / 0.8975 (333 for 299) and cropped:
+    # Cadene's and timm's Xception.
+    "inception": Preprocessing((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), eval_crop=0.8975),
     # scikit-learn's digits (grey, replicated to 3 channels): centred on mid-grey.
     "digits": Preprocessing((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), eval_crop=1.0),
 }

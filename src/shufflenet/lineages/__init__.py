@@ -2,11 +2,12 @@
 
 A lineage is one (network family, publisher) pair: Megvii's PyTorch ShuffleNetV1, mindcv's, the
 MindSpore tutorial's and model zoo's, torchvision's ShuffleNetV2, Megvii's ShuffleNetV2 and V2+,
-... Each lives in a module of its own, `<family>_<origin>.py`, that says how to recognise its
-state dicts, how to rename and reorder them into ours and which network options and
-preprocessing reproduce it; where the publisher's network is PyTorch, a rebuild with its exact
-state-dict names sits beside it in `torch_<family>_<origin>.py`. A new family or publisher adds
-a module to `LINEAGES`, not a branch anywhere else.
+timm's MobileNetV1, torchvision's MobileNetV2, SqueezeNet and Xception, ... Each lives in a module of its own,
+`<family>_<origin>.py`, that says how to recognise its state dicts, how to rename and reorder them
+into ours and which network options and preprocessing reproduce it; where the publisher's network
+is PyTorch, a rebuild with its exact state-dict names sits beside it in
+`torch_<family>_<origin>.py`. A new family or publisher adds a module to `LINEAGES`, not a branch
+anywhere else.
 """
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from pathlib import Path
 
 from ..models import META_KEY, ModelDescription, model_entry
 from . import (
+    mobilenet_v1_mindcv,
+    mobilenet_v1_timm,
+    mobilenet_v2_mindcv,
+    mobilenet_v2_torchvision,
     shufflenet_v1_megvii,
     shufflenet_v1_mindcv,
     shufflenet_v1_mindspore,
@@ -22,6 +27,10 @@ from . import (
     shufflenet_v2_mindcv,
     shufflenet_v2_mindspore,
     shufflenet_v2_torchvision,
+    squeezenet_mindcv,
+    squeezenet_torchvision,
+    xception_mindcv,
+    xception_timm,
 )
 from .common import TORCH_ORIGINS, Lineage, load_source, save_converted
 
@@ -30,12 +39,17 @@ from .common import TORCH_ORIGINS, Lineage, load_source, save_converted
 #: V2's signatures fit no V1 file nor each other (V1 has `branch_main_1/2`, V2 `branch_main` and
 #: `branch_proj`; V2's rule out V2+'s `LastSE`), so among them the order only picks
 #: `torch_reference`'s default peer: Megvii's, the network of the family's published figures and
-#: `published_options`, which benchmarks build on the MindSpore side.
+#: `published_options`, which benchmarks build on the MindSpore side. The MobileNets' names fit
+#: no ShuffleNet's (`features.3.0` / `features.3.layers` / timm's `conv_stem` and `blocks`), nor
+#: SqueezeNet's (`features.3.squeeze`) or Xception's (`block1.rep`, mindcv's `blocks.0.rep`).
 LINEAGES: tuple[Lineage, ...] = (shufflenet_v1_mindcv.LINEAGE, shufflenet_v1_mindcv.LINEAGE_SPLIT,
                                  shufflenet_v1_mindspore.LINEAGE, shufflenet_v1_megvii.LINEAGE,
                                  shufflenet_v2_megvii.LINEAGE, shufflenet_v2_megvii.LINEAGE_PLUS,
                                  shufflenet_v2_torchvision.LINEAGE, shufflenet_v2_mindcv.LINEAGE,
-                                 shufflenet_v2_mindspore.LINEAGE)
+                                 shufflenet_v2_mindspore.LINEAGE, mobilenet_v1_timm.LINEAGE,
+                                 mobilenet_v1_mindcv.LINEAGE, mobilenet_v2_torchvision.LINEAGE,
+                                 mobilenet_v2_mindcv.LINEAGE, squeezenet_torchvision.LINEAGE,
+                                 squeezenet_mindcv.LINEAGE, xception_timm.LINEAGE, xception_mindcv.LINEAGE)
 ORIGINS = tuple(dict.fromkeys(lineage.origin for lineage in LINEAGES))
 #: Publishers whose files are MindSpore checkpoints (.ckpt).
 MINDSPORE_ORIGINS = tuple(origin for origin in ORIGINS if origin not in TORCH_ORIGINS)
@@ -43,11 +57,12 @@ MINDSPORE_ORIGINS = tuple(origin for origin in ORIGINS if origin not in TORCH_OR
 
 def guess_origins(path: Path) -> tuple[str, ...]:
     """Publishers whose files `path` may be, from its extension: every MindSpore publisher for
-    .ckpt, every PyTorch publisher (Megvii, torchvision) for .pth, .pth.tar, .tar and .pt; the
-    names inside decide."""
+    .ckpt, every PyTorch publisher (Megvii, torchvision, timm) for .pth, .pth.tar, .tar, .pt and
+    .bin and .safetensors (Hugging Face's `pytorch_model.bin`, `model.safetensors`); the names
+    inside decide."""
     if path.suffix.lower() == ".ckpt":
         return MINDSPORE_ORIGINS
-    if path.suffix.lower() in (".pth", ".tar", ".pt"):
+    if path.suffix.lower() in (".pth", ".tar", ".pt", ".bin", ".safetensors"):
         return TORCH_ORIGINS
     raise ValueError(f"cannot tell the lineage of {path} from its extension; "
                      f"pass --source {'|'.join(ORIGINS)}")

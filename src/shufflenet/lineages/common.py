@@ -2,6 +2,7 @@
 and saving a verified checkpoint."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import struct
@@ -25,7 +26,7 @@ Converter = Callable[[StateDict, str, dict], tuple[StateDict, ModelDescription]]
 _UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError,
                KeyError, IndexError, TypeError, struct.error)
 #: Origins whose files are PyTorch checkpoints; the others are MindSpore checkpoints.
-TORCH_ORIGINS = ("megvii", "torchvision")
+TORCH_ORIGINS = ("megvii", "torchvision", "timm")
 #: PyTorch BatchNorm entry -> MindSpore's.
 BN_FIELDS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
              "running_var": "moving_variance"}
@@ -54,10 +55,21 @@ class Lineage:
         return all(key in state for key in self.signature) and not any(key in state for key in self.absent)
 
 
+def import_torch(module: str):
+    """PyTorch, for the modules that rebuild a publisher's network; a clear error without it."""
+    try:
+        import torch
+    except ImportError as err:  # torch is an optional dependency
+        raise ImportError(f'{module} needs PyTorch; install it with pip install -e ".[torch]"') from err
+    return torch
+
+
 def load_source(path: Path, origin: str) -> StateDict:
     """The tensors of a source file: PyTorch for PyTorch publishers, MindSpore otherwise."""
     if not path.is_file():
         raise ValueError(f"{path} does not exist; pass the published weights file")
+    if path.suffix.lower() == ".safetensors":
+        return read_safetensors(path)
     if origin in TORCH_ORIGINS:
         return read_torch_checkpoint(path)
     params = read_checkpoint(path)
@@ -91,6 +103,37 @@ def read_torch_checkpoint(path: str | os.PathLike) -> StateDict:
         raise ValueError(f"{path} holds no state dict; expected {{'state_dict': {{'module.…': tensor}}}}")
     return {_strip_module(key): value.detach().cpu().numpy().astype(np.float32)
             for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+#: safetensors dtype -> numpy's (little-endian); bfloat16 is widened by hand (numpy has none).
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+
+
+def read_safetensors(path: str | os.PathLike) -> StateDict:
+    """The floating-point tensors of a `.safetensors` file (Hugging Face's format, which timm's
+    releases use) as float32 arrays, read with numpy alone: a little-endian u64 header length, a
+    JSON header of {name: dtype, shape, data_offsets}, then the raw data. Integer entries
+    (`num_batches_tracked`) are left out."""
+    data = Path(path).read_bytes()
+    try:
+        (length,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8:8 + length])
+        body = data[8 + length:]
+        state = {}
+        for name, info in header.items():
+            if name == "__metadata__" or info["dtype"] not in _SAFETENSORS_DTYPES:
+                continue
+            start, end = info["data_offsets"]
+            if not 0 <= start <= end <= len(body):
+                raise ValueError(f"tensor {name} lies outside the file")
+            raw = np.frombuffer(body[start:end], _SAFETENSORS_DTYPES[info["dtype"]])
+            if info["dtype"] == "BF16":
+                raw = (raw.astype(np.uint32) << 16).view(np.float32)
+            state[_strip_module(name)] = raw.astype(np.float32).reshape(info["shape"])
+    except (struct.error, ValueError, KeyError, TypeError) as err:  # json's errors are ValueErrors
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); pass the publisher's "
+                         "released file") from None
+    return state
 
 
 def save_converted(params: StateDict, description: ModelDescription, dst: str | os.PathLike,
@@ -131,6 +174,18 @@ def network_entries(state: StateDict, roots: tuple[str, ...]) -> StateDict:
             if key.split(".")[0] in roots and hasattr(value, "shape")}
 
 
+def as_is_converter(roots: tuple[str, ...], defaults: dict, preprocessing: str, network: str) -> Converter:
+    """The converter of a publisher whose files hold our names (mindcv's): its network entries
+    under `roots` as they are, without its training state, described with its `defaults`."""
+
+    def convert(state: StateDict, source: str, options: dict) -> tuple[StateDict, ModelDescription]:
+        entries = network_entries(state, roots)
+        return convert_renamed(entries, {key: key for key in entries}, source, options, defaults,
+                               preprocessing, network)
+
+    return convert
+
+
 def torch_entry_names(state: StateDict,
                       module_name: Callable[[str], Optional[str]]) -> dict[str, Optional[str]]:
     """Our name for each entry of a PyTorch state dict (None: no module of ours holds it).
@@ -156,15 +211,17 @@ def convert_renamed(state: StateDict, names: dict[str, Optional[str]], source: s
                     defaults: dict, preprocessing: str, network: str) -> tuple[StateDict, ModelDescription]:
     """Entries renamed by `names` (source key -> our name), as the network they describe.
 
-    The model and class count come from the renamed shapes (the registry's recognisers, as for
-    files with our names); the publisher's `defaults` options, then `options`, and its
-    `preprocessing` complete the description. Every entry must land on a parameter of that
-    network, else a ValueError names those that do not (a weight silently left out would give a
-    checkpoint that loads but is not the publisher's network).
+    The model, class count and what options the shapes tell come from the renamed shapes (the
+    registry's recognisers, as for files with our names); the publisher's `defaults` options,
+    then `options`, override those, and its `preprocessing` completes the description. Every
+    entry must land on a parameter of that network, else a ValueError names those that do not
+    (a weight silently left out would give a checkpoint that loads but is not the publisher's
+    network).
     """
     shapes = {name: tuple(state[key].shape) for key, name in names.items() if name}
-    description = recognise(shapes, source).replace(options={**defaults, **options},
-                                                    preprocessing=preprocessing)
+    recognised = recognise(shapes, source)
+    description = recognised.replace(options={**recognised.options, **defaults, **options},
+                                     preprocessing=preprocessing)
     expected = {param.name for param in build_network(description).get_parameters()}
     unplaced = [key for key, name in names.items() if name not in expected]
     if unplaced:

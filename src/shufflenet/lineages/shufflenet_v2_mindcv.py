@@ -11,9 +11,9 @@ drops them and records the description.
 """
 from __future__ import annotations
 
-from ..models import META_KEY, ModelDescription
+from ..models import META_KEY
 from . import shufflenet_v2_mindspore
-from .common import Lineage, StateDict, convert_renamed, network_entries
+from .common import Lineage, as_is_converter
 
 #: Options of our network that reproduce mindcv's.
 OPTIONS = {"unit_layout": "megvii", "pool_padding": "same", "classifier_bias": False}
@@ -24,13 +24,8 @@ SIGNATURE = ("first_conv.0.weight", "first_conv.1.moving_mean", "features.0.bran
 #: this project's own checkpoints say what they are.
 ABSENT = ("classifier.bias", "LastSE.SE_opr.1.weight", META_KEY)
 
-
-def convert(state: StateDict, source: str, options: dict) -> tuple[StateDict, ModelDescription]:
-    """mindcv's network entries as they are, without its training state."""
-    entries = network_entries(state, shufflenet_v2_mindspore.NETWORK)
-    return convert_renamed(entries, {key: key for key in entries}, source, options, OPTIONS,
-                           PREPROCESSING, "mindcv's ShuffleNetV2")
-
-
-#: Our names without a classifier bias: they load as they are.
-LINEAGE = Lineage("shufflenet_v2", "mindcv", SIGNATURE, convert, absent=ABSENT, renames=False)
+#: Our names without a classifier bias: they load as they are; importing drops the training state.
+LINEAGE = Lineage("shufflenet_v2", "mindcv", SIGNATURE,
+                  as_is_converter(shufflenet_v2_mindspore.NETWORK, OPTIONS, PREPROCESSING,
+                                  "mindcv's ShuffleNetV2"),
+                  absent=ABSENT, renames=False)

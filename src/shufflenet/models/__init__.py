@@ -1,5 +1,13 @@
 """Model definitions, the registry that names them and the description that travels with them."""
-from . import shufflenet_v1, shufflenet_v2, shufflenet_v2_plus  # noqa: F401  (each registers its family)
+from . import (  # noqa: F401  (each registers its family)
+    mobilenet_v1,
+    mobilenet_v2,
+    shufflenet_v1,
+    shufflenet_v2,
+    shufflenet_v2_plus,
+    squeezenet,
+    xception,
+)
 from .description import META_KEY, ModelDescription, read_description
 from .layers import GroupConv, channel_shuffle
 from .registry import (

@@ -57,8 +57,13 @@ def _fold_into(conv: nn.Cell, bn: nn.BatchNorm2d, bias_add: bool) -> ChannelBias
 
 
 def _folded(seq: nn.SequentialCell, bias_add: bool) -> nn.SequentialCell | None:
-    """A copy of `seq` with each conv's BatchNorm folded into it, or None if there is none."""
+    """A copy of `seq` with each conv's BatchNorm folded into it (in nested sequences too, e.g.
+    MobileNetV1's blocks), or None if there is none."""
     cells, changed = list(seq), False
+    for k, cell in enumerate(cells):
+        inner = _folded(cell, bias_add) if isinstance(cell, nn.SequentialCell) else None
+        if inner is not None:
+            cells[k], changed = inner, True
     for k in range(len(cells) - 1):
         conv, bn = cells[k], cells[k + 1]
         bias_free_conv = isinstance(conv, GroupConv) or (isinstance(conv, nn.Conv2d) and not conv.has_bias)
@@ -72,8 +77,8 @@ def fold_batchnorm(net: nn.Cell, bias_add: bool = True) -> nn.Cell:
 
     Works in place (the sequences are rebuilt and re-attached: assigning into a
     `SequentialCell` does not change what it runs) and leaves the network in inference mode.
-    Only bias-free convolutions followed by their BatchNorm are folded: every pair in
-    ShuffleNetV1. `bias_add=False` for a graph exported to ONNX (see `ChannelBias`).
+    Only bias-free convolutions followed by their BatchNorm are folded: every pair in every
+    family registered here. `bias_add=False` for a graph exported to ONNX (see `ChannelBias`).
     """
     net.set_train(False)
     for _, parent in list(net.cells_and_names()):

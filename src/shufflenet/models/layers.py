@@ -1,15 +1,25 @@
-"""Building blocks shared by the families: channel shuffle, grouped 1x1 convolution, the 3x3/s2
-pools in both lineage conventions, Megvii's initialisation and the options every family shares."""
+"""Building blocks shared by the families: convolution + BatchNorm, channel shuffle, grouped 1x1
+convolution, the 3x3/s2 pools in both lineage conventions, the initialisations and the options
+every family shares."""
 from __future__ import annotations
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
-from mindspore.common.initializer import Constant, Normal, initializer
+from mindspore.common.initializer import Constant, HeNormal, Normal, initializer
 
 from .registry import ModelOption
 
 #: How a grouped convolution is computed. Both hold the same parameters (`convs.{k}.weight`).
 GROUP_CONV_IMPLS = ("auto", "split", "native")
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+            depthwise: bool = False) -> list[nn.Cell]:
+    """A bias-free convolution (dense, or depthwise over `in_channels`) padded `kernel_size // 2`
+    on every side, as PyTorch's, and its BatchNorm."""
+    return [nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
+                      padding=kernel_size // 2, group=in_channels if depthwise else 1, has_bias=False),
+            nn.BatchNorm2d(out_channels)]
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
@@ -151,23 +161,49 @@ def fill(param: ms.Parameter, init) -> None:
     param.set_data(initializer(init, param.shape, param.dtype))
 
 
-def megvii_init(net: nn.Cell, small_std: tuple[str, ...] = ("first_conv",)) -> None:
-    """Megvii's initialisation (every ShuffleNet release of theirs): convolutions N(0, 1/fan-in
-    channels), those under `small_std` and the Dense layers N(0, 0.01); BatchNorm scale 1, shift
-    1e-4, statistics 0 and 1."""
+def init_weights(net: nn.Cell, conv_init, bn_shift: float = 0.0) -> None:
+    """Convolutions from `conv_init(name, cell)`; BatchNorm scale 1, shift `bn_shift`,
+    statistics 0 and 1; Dense layers N(0, 0.01) with a zero bias."""
     for name, cell in net.cells_and_names():
         if isinstance(cell, nn.Conv2d):
-            std = 0.01 if any(part in name for part in small_std) else 1.0 / cell.weight.shape[1]
-            fill(cell.weight, Normal(std))
+            fill(cell.weight, conv_init(name, cell))
         elif isinstance(cell, nn.BatchNorm2d):
             fill(cell.gamma, Constant(1.0))
-            fill(cell.beta, Constant(1e-4))
+            fill(cell.beta, Constant(bn_shift))
             fill(cell.moving_mean, Constant(0.0))
             fill(cell.moving_variance, Constant(1.0))
         elif isinstance(cell, nn.Dense):
             fill(cell.weight, Normal(0.01))
             if cell.has_bias:
                 fill(cell.bias, Constant(0.0))
+
+
+def megvii_init(net: nn.Cell, small_std: tuple[str, ...] = ("first_conv",)) -> None:
+    """Megvii's initialisation (every ShuffleNet release of theirs): convolutions N(0, 1/fan-in
+    channels), those under `small_std` and the Dense layers N(0, 0.01); BatchNorm shift 1e-4."""
+    init_weights(net, lambda name, conv: Normal(
+        0.01 if any(part in name for part in small_std) else 1.0 / conv.weight.shape[1]), bn_shift=1e-4)
+
+
+def fan_out_init(net: nn.Cell) -> None:
+    """torchvision's and timm's initialisation of their MobileNets and Xception: convolutions
+    He-normal over the fan-out, BatchNorm shift 0, Dense layers N(0, 0.01)."""
+    init_weights(net, lambda name, conv: HeNormal(mode="fan_out", nonlinearity="relu"))
+
+
+class PooledClassifierNet(nn.Cell):
+    """The head of networks whose `features` end in global average pooling and a `classifier`
+    (timm's `forward_features` / `forward_head(pre_logits)` split)."""
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = ops.mean(x, (2, 3))
+        return x if pre_logits else self.classifier(x)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
 
 def new_classifier(in_features: int, num_classes: int, bias: bool) -> nn.Dense:
@@ -184,3 +220,8 @@ def width_tag(width: float) -> str:
     """0.25 -> "0_25", 1.0 -> "1_0": torchvision's naming of width multipliers."""
     text = f"{width:g}"
     return (text if "." in text else text + ".0").replace(".", "_")
+
+
+def percent_tag(width: float) -> str:
+    """0.35 -> "035", 1.4 -> "140": mindcv's and timm's naming of MobileNet width multipliers."""
+    return f"{round(width * 100):03d}"

@@ -92,6 +92,15 @@ def list_models(family: str | None = None) -> list[str]:
     return sorted(n for n, e in _MODELS.items() if family is None or e.family == family)
 
 
+def find_model(family: str, matches: Callable[[Mapping[str, Any]], bool], description: str) -> str:
+    """The registered model of `family` whose architecture `matches`; a ValueError saying what
+    was looked for (`description`, e.g. the channels read from a checkpoint) if none does."""
+    for name in list_models(family):
+        if matches(model_arch(name)):
+            return name
+    raise ValueError(f"{description} match no registered {family} model ({', '.join(list_models(family))})")
+
+
 def family_of(name: str) -> Family:
     return _FAMILIES[model_entry(name).family]
 

@@ -28,6 +28,7 @@ from .layers import (
     POOL_PADDING_OPTION,
     check_bool,
     check_positive_ints,
+    conv_bn,
     make_pool,
     megvii_init,
     new_classifier,
@@ -56,14 +57,6 @@ OPTIONS = {
     "classifier_bias": CLASSIFIER_BIAS_OPTION,
     "in_channels": IN_CHANNELS_OPTION,
 }
-
-
-def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
-            depthwise: bool = False) -> list[nn.Cell]:
-    """A bias-free convolution (dense, or depthwise over `in_channels`) and its BatchNorm."""
-    return [nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
-                      padding=kernel_size // 2, group=in_channels if depthwise else 1, has_bias=False),
-            nn.BatchNorm2d(out_channels)]
 
 
 def main_branch(in_channels: int, mid_channels: int, out_channels: int, stride: int,

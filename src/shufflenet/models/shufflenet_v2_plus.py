@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
-from .layers import IN_CHANNELS_OPTION, check_positive_ints, megvii_init, new_classifier
+from .layers import IN_CHANNELS_OPTION, check_positive_ints, conv_bn, megvii_init, new_classifier
 from .registry import list_models, model_arch, register_family, register_model
-from .shufflenet_v2 import ShuffleV2Block, conv_bn, first_units, main_branch, projection_branch
+from .shufflenet_v2 import ShuffleV2Block, first_units, main_branch, projection_branch
 
 FAMILY = "shufflenet_v2_plus"
 #: (stem, stage 1-4, last conv) output channels per model size.
