@@ -16,7 +16,7 @@ from mindspore import nn
 import shufflenet
 from shufflenet.data import PipelineSpec, create_dataset, open_source
 from shufflenet.engine.optim import build_optimizer
-from shufflenet.engine.schedule import warmup_cosine_lr
+from shufflenet.engine.schedule import lr_schedule
 from shufflenet.utils.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +52,9 @@ def small_data(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("small"), train=4, val=7)
 
 
-def reference_weights(data):
-    """The data-parallel update computed in one process: the mean of both shards' gradients.
+def reference_weights(data, accumulate=1):
+    """The data-parallel update computed in one process: the mean of both shards' gradients
+    (and of `accumulate` consecutive steps', applied at the last one's learning rate).
 
     Each rank normalises with its own shard's BatchNorm statistics, so this, not a plain run
     at the global batch, is what two ranks must reproduce.
@@ -63,7 +64,9 @@ def reference_weights(data):
     net = shufflenet.create_model(MODEL, num_classes=3)
     initial = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
     steps = PipelineSpec(True, BATCH, 32, num_shards=2, shard_id=0).steps(len(source))
-    optimizer = build_optimizer(net, warmup_cosine_lr(LR, 0.0, EPOCHS, steps), 0.9, 4e-5)
+    lrs = lr_schedule(LR, 0.0, EPOCHS, steps)[accumulate - 1::accumulate]
+    optimizer = build_optimizer(net, lrs, 0.9, 4e-5)
+    pending = []
     grad_fn = ms.value_and_grad(nn.WithLossCell(net, nn.CrossEntropyLoss()), None, optimizer.parameters)
     net.set_train(True)
     for epoch in range(EPOCHS):
@@ -72,14 +75,24 @@ def reference_weights(data):
         shards = [create_dataset(source, spec, epoch)[0] for spec in specs]
         for (x0, y0), (x1, y1) in zip(*(s.create_tuple_iterator(num_epochs=1) for s in shards)):
             (_, g0), (_, g1) = grad_fn(x0, y0), grad_fn(x1, y1)
-            optimizer(tuple((a + b) / 2 for a, b in zip(g0, g1)))
+            pending.append([(a + b) / 2 for a, b in zip(g0, g1)])
+            if len(pending) == accumulate:
+                optimizer(tuple(sum(grads) / accumulate for grads in zip(*pending)))
+                pending = []
     return initial, {p.name: p.asnumpy() for p in net.trainable_params()}
 
 
-def test_two_workers_agree_with_each_other_and_with_the_data_parallel_math(small_data, tmp_path):
+#: Accumulation over both epochs' single step (one update), its reduction across ranks, the
+#: dynamic loss scale's overflow check agreed by all-reduce, clipping (too loose to act), EMA.
+FEATURES = ["--gradient-accumulation-steps", "2", "--loss-scale", "1024", "--loss-scale-type", "dynamic",
+            "--clip-grad", "--clip-value", "1000", "--ema", "--ema-decay", "0.9"]
+
+
+@pytest.mark.parametrize("features", [[], FEATURES], ids=["plain", "accumulation-ema-dynamic-scale"])
+def test_two_workers_agree_with_each_other_and_with_the_data_parallel_math(small_data, tmp_path, features):
     out, logs = tmp_path / "out", tmp_path / "logs"
     started = time.time()
-    proc = launch(small_data, out, logs)
+    proc = launch(small_data, out, logs, extra=features)
     output, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, output[-3000:]
     print(f"two-worker run: {time.time() - started:.1f} s")
@@ -95,14 +108,19 @@ def test_two_workers_agree_with_each_other_and_with_the_data_parallel_math(small
     assert "(21 samples)" in (out / "train.log").read_text()
     assert not list(tmp_path.glob("**/rank_1*"))
 
-    initial, expected = reference_weights(small_data)
-    saved = read_checkpoint(out / "final.ckpt")
+    initial, expected = reference_weights(small_data, accumulate=2 if features else 1)
     keys = sorted(expected)
     start, want = (np.concatenate([d[k].ravel() for k in keys]) for d in (initial, expected))
+    saved = read_checkpoint(out / "final.ckpt")
     got = np.concatenate([saved[k].asnumpy().ravel() for k in keys])
     difference = np.linalg.norm(got - want) / np.linalg.norm(want - start)
     print(f"difference to the one-process data-parallel update: {difference:.1e} of the update")
     assert difference < 1e-4
+    if features:  # one EMA step after the one update: decay 0.9 (1 - exp(-1 / 2000))
+        decay = 0.9 * (1 - np.exp(-1 / 2000))
+        averaged = read_checkpoint(out / "final_ema.ckpt")
+        got = np.concatenate([averaged[k].asnumpy().ravel() for k in keys])
+        np.testing.assert_allclose(got, decay * start + (1 - decay) * want, rtol=1e-4, atol=1e-6)
 
 
 def test_a_killed_rank_fails_the_job_quickly_and_leaves_no_process(data, tmp_path):

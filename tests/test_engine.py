@@ -13,12 +13,12 @@ from shufflenet.cli.common import build_train_parser
 from shufflenet.data import PipelineSpec, create_dataset, open_source
 from shufflenet.engine.config import list_recipes, load_yaml, recipe_path, resolve_config
 from shufflenet.engine.optim import build_optimizer, split_decay_params
-from shufflenet.engine.schedule import warmup_cosine_lr
+from shufflenet.engine.schedule import lr_schedule
 from shufflenet.utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 
 
 def test_lr_schedule_against_hand_computed_values():
-    lrs = warmup_cosine_lr(0.5, 0.0, epochs=10, steps_per_epoch=4, warmup_epochs=2)
+    lrs = lr_schedule(0.5, 0.0, epochs=10, steps_per_epoch=4, warmup_epochs=2)
     assert len(lrs) == 40 and lrs.dtype == np.float32
     assert lrs[0] == pytest.approx(0.5 / 8)  # warm-up starts at base / warm-up steps
     assert lrs[7] == pytest.approx(0.5)  # and peaks on its last step
@@ -26,7 +26,7 @@ def test_lr_schedule_against_hand_computed_values():
     assert lrs[8 + 16] == pytest.approx(0.25)  # half-way through the cosine
     assert lrs[-1] == pytest.approx(0.25 * (1 + math.cos(math.pi * 31 / 32)))
     assert np.all(np.diff(lrs[8:]) < 0)
-    floor = warmup_cosine_lr(0.05, 0.0005, epochs=3, steps_per_epoch=5)
+    floor = lr_schedule(0.05, 0.0005, epochs=3, steps_per_epoch=5)
     assert floor[0] == pytest.approx(0.05) and floor.min() > 0.0005
 
 
@@ -101,20 +101,24 @@ def test_every_packaged_recipe_resolves():
     assert (zoo.model, zoo.epochs, zoo.batch_size, zoo.lr, zoo.warmup_epochs, zoo.loss_scale,
             zoo.label_smoothing, zoo.amp_level) == ("shufflenet_v1_g3_x2_0", 250, 128, 0.5, 4, 1024,
                                                    0.1, "O3")
-    mindcv = resolve_config(argparse.Namespace(config="shufflenet_v2_ascend"))  # mindcv's V2 1.0x
-    assert (mindcv.model, mindcv.epochs, mindcv.batch_size, mindcv.lr, mindcv.warmup_epochs,
-            mindcv.weight_decay, mindcv.loss_scale, mindcv.label_smoothing, mindcv.amp_level) == (
-        "shufflenet_v2_x1_0", 300, 64, 0.4, 5, 4e-5, 1024, 0.1, "O3")
-    assert mindcv.model_options == {"unit_layout": "megvii", "pool_padding": "same",
-                                    "classifier_bias": False}
-    fields = ("model", "model_options", "epochs", "batch_size", "lr", "warmup_epochs", "weight_decay",
-              "loss_scale", "label_smoothing", "amp_level")
-    recipes = {  # mindcv's MobileNet 1.0 and SqueezeNet 1.1 Ascend recipes, key for key
-        "mobilenet_v1_ascend": ("mobilenet_v1_100", {"activation": "relu"}, 200, 64, 0.4, 2, 3e-5, 1024,
-                                0.1, "O2"),
-        "mobilenet_v2_ascend": ("mobilenet_v2_100", {}, 300, 256, 0.4, 4, 4e-5, 1024, 0.1, "O0"),
-        "squeezenet_ascend": ("squeezenet1_1", {"pool_rounding": "floor", "stem_padding": 1}, 200, 32, 0.1, 0,
-                              2e-4, 1024, 0.1, "O2"),
+    fields = ("model", "model_options", "image_size", "epochs", "batch_size", "opt", "scheduler", "lr",
+              "warmup_epochs", "weight_decay", "loss_scale", "label_smoothing", "amp_level", "auto_augment",
+              "re_prob")
+    sgd = ("momentum", "cosine")
+    recipes = {  # mindcv 0.3.0's Ascend YAMLs (configs/<family>/*_ascend.yaml), key for key
+        "shufflenet_v1_ascend": ("shufflenet_v1_g3_x1_0", {"pool_padding": "same", "classifier_bias": False},
+                                 224, 250, 64, *sgd, 0.4, 4, 4e-5, 1024, 0.1, "O0", None, 0.0),
+        "shufflenet_v2_ascend": ("shufflenet_v2_x1_0", {"unit_layout": "megvii", "pool_padding": "same",
+                                                        "classifier_bias": False},
+                                 224, 300, 64, *sgd, 0.4, 5, 4e-5, 1024, 0.1, "O3", None, 0.5),
+        "mobilenet_v1_ascend": ("mobilenet_v1_100", {"activation": "relu"}, 224, 200, 64, *sgd,
+                                0.4, 2, 3e-5, 1024, 0.1, "O2", None, 0.0),
+        "mobilenet_v2_ascend": ("mobilenet_v2_100", {}, 224, 320, 256, *sgd, 0.4, 4, 4e-5, 1024,
+                                0.1, "O3", None, 0.0),
+        "squeezenet_ascend": ("squeezenet1_1", {"pool_rounding": "floor", "stem_padding": 1}, 224, 200, 32,
+                              *sgd, 0.1, 0, 2e-4, 1024, 0.1, "O2", None, 0.25),
+        "xception_ascend": ("xception", {"pool_padding": "same"}, 299, 200, 32, "sgd", "cosine", 0.045, 5,
+                            1e-5, 1024, 0.1, "O2", "autoaug", 0.25),
     }
     for name, expected in recipes.items():
         config = resolve_config(argparse.Namespace(config=name))

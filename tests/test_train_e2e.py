@@ -51,8 +51,16 @@ def test_train_evaluate_and_export_end_to_end(data, tmp_path):
     assert line_ckpt.split("top-1")[1][:7] == line_mindir.split("top-1")[1][:7]
 
 
+#: Every piece of training state a resumed run must restore: AdamW moments, an accumulation
+#: window that spans epochs (15 batches per epoch, 4 per update), the dynamic loss scale, the EMA;
+#: and augmentation that must replay identically (mixing, erasing, RandAugment).
+STATEFUL = ["--opt", "adamw", "--lr", "0.003", "--gradient-accumulation-steps", "4", "--loss-scale", "1024",
+            "--loss-scale-type", "dynamic", "--clip-grad", "--ema", "--ema-decay", "0.999", "--mixup", "0.2",
+            "--cutmix", "1.0", "--re-prob", "0.5", "--auto-augment", "randaug", "--bn-recalibrate", "2"]
+
+
 def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
-    args = [*TINY, "--data-path", data, "--epochs", "3", "--eval-interval", "0", "--no-export"]
+    args = [*TINY, "--data-path", data, "--epochs", "2", "--eval-interval", "0", "--no-export", *STATEFUL]
     straight = run("train.py", *args, "--output-dir", tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-3000:]
 
@@ -71,10 +79,17 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     resumed = run("train.py", *args, "--output-dir", out, "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
-    expected, got = weights(tmp_path / "straight" / "final.ckpt"), weights(out / "final.ckpt")
-    assert expected.keys() == got.keys()
-    for key in expected:
-        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    for name in ("final.ckpt", "final_ema.ckpt", "checkpoints/epoch-0002.ckpt"):
+        expected, got = weights(tmp_path / "straight" / name), weights(out / name)
+        assert expected.keys() == got.keys()
+        for key in expected:
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{name}: {key}")
+    state = weights(out / "checkpoints" / "epoch-0002.ckpt")
+    assert {"scale_sense", "accumulation_step", "ema_updates"} <= state.keys()
+    assert state["accumulation_step"] == 30 and state["ema_updates"] == 7  # 2 x 15 batches, 7 updates
+    assert any(key.startswith("accumulated.") for key in state)
+    assert any(key.startswith("adam_m.") for key in state)
     leftovers = [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
     assert leftovers == []
 

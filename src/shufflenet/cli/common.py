@@ -35,6 +35,9 @@ def add_flag(parser: argparse.ArgumentParser, name: str, kind: type, help_text: 
                             metavar="BOOL", help=help_text)
         parser.add_argument("--no-" + name.replace("_", "-"), dest=dest, action="store_false",
                             default=default, help=argparse.SUPPRESS)
+    elif kind is list:
+        parser.add_argument(*flags, dest=dest, nargs="*", type=int, default=default, metavar="N",
+                            help=help_text)
     else:
         parser.add_argument(*flags, dest=dest, type=kind, choices=choices, default=default, help=help_text)
 

@@ -15,6 +15,7 @@ COMMANDS = {
     "predict": ("predict", "top-5 classes of image files with a .mindir, .onnx or .ckpt"),
     "convert": ("convert", "import Megvii's, torchvision's, timm's, mindcv's, the tutorial's or the "
                            "zoo's weights"),
+    "average-checkpoints": ("average", "average a run's last epoch checkpoints (or any of one model)"),
 }
 
 

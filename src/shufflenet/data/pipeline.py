@@ -10,6 +10,13 @@ import mindspore.dataset as ds
 import numpy as np
 from mindspore.dataset import vision
 
+from .augment import (
+    BatchMixer,
+    auto_augment_op,
+    parse_auto_augment,
+    random_erasing_op,
+    repeated_aug_order,
+)
 from .presets import Preprocessing, eval_resize, get_preprocessing
 from .sources import ArraySource, ImageFileSource
 
@@ -98,14 +105,23 @@ def pixel_transforms(preprocessing: Preprocessing) -> list:
     return ops + [vision.Normalize(list(preprocessing.mean), list(preprocessing.std)), vision.HWC2CHW()]
 
 
-def build_transforms(kind: str, preprocessing: Preprocessing, image_size: int, training: bool) -> list:
-    """The augmentation recipe of each dataset (model zoo for ImageNet, tutorial for CIFAR-10)."""
+def build_transforms(
+    kind: str, preprocessing: Preprocessing, image_size: int, training: bool,
+    auto_augment: Optional[str] = None, re_prob: float = 0.0,
+) -> list:
+    """The augmentation recipe of each dataset (model zoo for ImageNet, tutorial for CIFAR-10).
+
+    In mindcv's (and timm's) order: geometric crop/flip, then `auto_augment` on HWC uint8 (which
+    replaces ImageNet's colour jitter, as in mindcv), normalise, HWC2CHW, then random erasing
+    with probability `re_prob` on the normalised CHW image.
+    """
     if not training:
         return eval_transforms(preprocessing, image_size)
     if kind == "imagenet":
         ops = [vision.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(0.75, 1.333)),
-               vision.RandomHorizontalFlip(),
-               vision.RandomColorAdjust(brightness=0.4, contrast=0.4, saturation=0.4)]
+               vision.RandomHorizontalFlip()]
+        if auto_augment is None:
+            ops.append(vision.RandomColorAdjust(brightness=0.4, contrast=0.4, saturation=0.4))
     elif kind == "cifar10":
         ops = [vision.RandomCrop(32, padding=4), vision.RandomHorizontalFlip()]
         if image_size != 32:
@@ -115,7 +131,10 @@ def build_transforms(kind: str, preprocessing: Preprocessing, image_size: int, t
                vision.RandomCrop(image_size, padding=max(1, image_size // 8))]
     else:
         raise ValueError(f"no transforms for dataset kind {kind!r}")
-    return ops + pixel_transforms(preprocessing)
+    if auto_augment is not None:
+        ops.append(auto_augment_op(auto_augment, preprocessing))
+    ops += pixel_transforms(preprocessing)
+    return (ops + [random_erasing_op(re_prob)]) if re_prob > 0 else ops
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,21 @@ class PipelineSpec:
 
     `image_size` None: the dataset's default; `preprocessing` None: the dataset's own preset;
     `augment` None: augment when training.
+
+    Augmentations (all off by default), for the training split only:
+
+    - `auto_augment`: "randaug" (timm's m9 n2; "randaug-m<0..10>-n<ops>" strings accepted),
+      "autoaug" (ImageNet policy) or "trivialaugwide", after crop/flip; replaces ImageNet's
+      colour jitter. `re_prob`: random erasing probability (to the mean colour, as mindcv).
+      Both apply only when `augment` is on.
+    - `mixup` / `cutmix`: Beta alphas of timm's batch mixing; with probability `cutmix_prob` a
+      batch is mixed, by cutmix with probability `mixup_switch_prob` when both alphas are on.
+      Mixing follows `training`, not `augment` (it is a loss-side regulariser): with it on,
+      every training batch's label column is float32 [B, num_classes] soft targets, smoothed
+      by `label_smoothing`. Without mixing, `label_smoothing` does nothing here (labels stay
+      int32 class indices): smooth in the loss then, as timm does.
+    - `aug_repeats` > 1: repeated augmentation (mindcv's RepeatAugSampler); the epoch length
+      per shard, and so `steps()`, is unchanged. Follows `training`.
     """
 
     training: bool
@@ -135,12 +169,45 @@ class PipelineSpec:
     seed: int = 0
     num_workers: int = 2
     augment: Optional[bool] = None
+    auto_augment: Optional[str] = None
+    re_prob: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    cutmix_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    label_smoothing: float = 0.0
+    num_classes: int = 0
+    aug_repeats: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.image_size is not None and self.image_size < 32:
             raise ValueError(f"image_size must be at least 32, got {self.image_size}")
+        if self.auto_augment is not None:
+            parse_auto_augment(self.auto_augment)
+        for name in ("re_prob", "cutmix_prob", "mixup_switch_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("mixup", "cutmix", "aug_repeats", "num_classes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.aug_repeats != int(self.aug_repeats):
+            raise ValueError(f"aug_repeats must be an integer (0 or 1: off), got {self.aug_repeats}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.mixing and self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 when mixup or cutmix is on, got {self.num_classes}")
+
+    @property
+    def mixing(self) -> bool:
+        """Whether mixup or cutmix is configured (applied to training batches only)."""
+        return self.mixup > 0 or self.cutmix > 0
+
+    @property
+    def soft_targets(self) -> bool:
+        """Whether this split's label column is float32 [B, num_classes] rather than int32 [B]."""
+        return self.training and self.mixing
 
     def resolved(self, kind: str) -> PipelineSpec:
         """This spec with the dataset kind's defaults filled in."""
@@ -150,7 +217,11 @@ class PipelineSpec:
             augment=self.training if self.augment is None else self.augment)
 
     def shard_size(self, num_samples: int) -> int:
-        """Samples one shard reads per epoch (training pads shards to equal length)."""
+        """Samples one shard reads per epoch (training pads shards to equal length).
+
+        Repeated augmentation keeps this length: mindcv's sampler selects ceil(N / shards) of
+        the N * aug_repeats repeated indices per shard.
+        """
         if self.training:
             return -(-num_samples // self.num_shards)
         return len(range(self.shard_id, num_samples, self.num_shards))
@@ -159,6 +230,15 @@ class PipelineSpec:
         """Batches per epoch: full batches when training, every sample when evaluating."""
         size = self.shard_size(num_samples)
         return size // self.batch_size if self.training else -(-size // self.batch_size)
+
+    def order(self, num_samples: int, epoch_seed: int) -> np.ndarray:
+        """Indices this shard reads in the epoch whose seed is `epoch_seed`."""
+        if not self.training:
+            return shard_order(num_samples, self.num_shards, self.shard_id)
+        if self.aug_repeats > 1:
+            return repeated_aug_order(num_samples, self.aug_repeats, self.num_shards, self.shard_id,
+                                      epoch_seed)
+        return shard_order(num_samples, self.num_shards, self.shard_id, epoch_seed)
 
 
 def create_dataset(
@@ -169,17 +249,21 @@ def create_dataset(
     Training shuffles with a permutation drawn from (seed, epoch) and seeds MindSpore's
     augmentation RNG from the same pair, so epoch k reads and augments the same images whether
     the run started at epoch 0 or resumed at k; it drops the last partial batch. Evaluation
-    reads every sample of its shard once, in order, keeping the last partial batch.
+    reads every sample of its shard once, in order, keeping the last partial batch. With
+    mixup/cutmix the training labels are soft targets (see `PipelineSpec`).
     """
     spec = spec.resolved(source.kind)
     epoch_seed = spec.seed * 100_003 + epoch
-    order = shard_order(len(source), spec.num_shards, spec.shard_id, epoch_seed if spec.training else None)
+    order = spec.order(len(source), epoch_seed)
     if spec.training and len(order) < spec.batch_size:
         raise ValueError(
             f"batch_size {spec.batch_size} exceeds the {len(order)} training samples of this shard; "
             "lower --batch-size"
         )
-    ds.config.set_seed(epoch_seed)
+    if spec.soft_targets and spec.num_classes < len(source.class_names):
+        raise ValueError(f"num_classes {spec.num_classes} is less than the dataset's "
+                         f"{len(source.class_names)} classes")
+    ds.config.set_seed(augmentation_seed(spec, epoch_seed))
     decodes_files = isinstance(source, ImageFileSource)
     if decodes_files and source.skip_bad_images and spec.training:
         source = dataclasses.replace(source, substitute_bad_images=True)
@@ -193,9 +277,32 @@ def create_dataset(
     )
     if decodes_files and source.skip_bad_images and not spec.training:
         data = data.filter(lambda image, label: label >= 0, ["image", "label"])
-    transforms = build_transforms(source.kind, spec.preprocessing, spec.image_size, spec.augment)
+    augments = spec.augment and spec.training
+    transforms = build_transforms(source.kind, spec.preprocessing, spec.image_size, spec.augment,
+                                  spec.auto_augment if augments else None, spec.re_prob if augments else 0.0)
     data = data.map(transforms, "image", num_parallel_workers=workers)
-    data = data.batch(spec.batch_size, drop_remainder=spec.training)
+    data = batched(data, spec, epoch_seed)
     info = DatasetInfo(source.kind, len(order), len(source.class_names), list(source.class_names),
                        spec.image_size, spec.steps(len(source)))
     return data, info
+
+
+def augmentation_seed(spec: PipelineSpec, epoch_seed: int) -> int:
+    """MindSpore's augmentation seed: (seed, epoch), and the shard when samples are repeated.
+
+    Every shard otherwise shares one augmentation stream; with repeated augmentation the copies
+    of a sample sit at the same position on different shards and would get identical crops.
+    """
+    if not (spec.training and spec.aug_repeats > 1 and spec.shard_id):
+        return epoch_seed
+    return int(np.random.SeedSequence([epoch_seed % 2**63, spec.shard_id]).generate_state(1)[0])
+
+
+def batched(data: ds.Dataset, spec: PipelineSpec, epoch_seed: int) -> ds.Dataset:
+    """Batch, mixing training batches (mixup/cutmix) into soft targets when the spec asks."""
+    if not spec.soft_targets:
+        return data.batch(spec.batch_size, drop_remainder=spec.training)
+    mixer = BatchMixer(spec.mixup, spec.cutmix, spec.cutmix_prob, spec.mixup_switch_prob,
+                       spec.label_smoothing, spec.num_classes, (epoch_seed % 2**63, spec.shard_id))
+    return data.batch(spec.batch_size, drop_remainder=True, per_batch_map=mixer,
+                      input_columns=["image", "label"])

@@ -18,14 +18,22 @@ from typing import Any, Optional, get_type_hints
 
 import yaml
 
+from ..data import PipelineSpec
+from ..data.augment import AUTO_AUGMENT_POLICIES
 from ..data.presets import PRESETS
 from ..data.sources import DATASETS
 from ..models import option_table
 from ..utils.files import write_text
+from .optim import OPTIMIZERS
+from .schedule import SCHEDULERS
 
 DEFAULT_RECIPE = "digits_cpu"
 DEVICES = ("CPU", "GPU", "Ascend")
 AMP_LEVELS = ("auto", "O0", "O1", "O2", "O3")
+LOSS_SCALE_TYPES = ("fixed", "dynamic")
+#: `Config` keys that are also fields of the training pipeline's `PipelineSpec`.
+TRAIN_PIPELINE_KEYS = ("auto_augment", "re_prob", "aug_repeats", "mixup", "cutmix", "cutmix_prob",
+                       "mixup_switch_prob", "label_smoothing")
 #: Prefix of the argparse destinations of network-option flags.
 OPTION_DEST = "model_option:"
 
@@ -52,17 +60,50 @@ class Config:
     augment: bool = field(default=True, metadata={"help": "random crops, flips and colour jitter"})
     skip_bad_images: bool = field(
         default=False, metadata={"help": "skip undecodable images and report them instead of stopping"})
+    auto_augment: Optional[str] = field(default=None, metadata={
+        "help": "policy after the crop and flip, instead of colour jitter: "
+                f"{', '.join(AUTO_AUGMENT_POLICIES)} or a timm-style spec (randaug-m9-n2)"})
+    re_prob: float = field(default=0.0, metadata={"help": "random erasing probability per image"})
+    aug_repeats: int = field(
+        default=0, metadata={"help": "repeated augmentation: each image N times per epoch (0, 1: off)"})
+    mixup: float = field(default=0.0, metadata={"help": "mixup Beta(alpha, alpha); 0: off"})
+    cutmix: float = field(default=0.0, metadata={"help": "cutmix Beta(alpha, alpha); 0: off"})
+    cutmix_prob: float = field(default=1.0, metadata={"help": "probability that a batch is mixed"})
+    mixup_switch_prob: float = field(
+        default=0.5, metadata={"help": "probability of cutmix rather than mixup when both are on"})
     # optimisation
     epochs: int = field(default=10, metadata={"help": "training epochs"})
     batch_size: int = field(default=32, metadata={"help": "batch size per device"})
     lr: float = field(default=0.1, metadata={"help": "peak learning rate, for the global batch"})
     min_lr: float = field(default=0.0, metadata={"help": "learning rate at the end of the cosine"})
     warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up epochs"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    scheduler: str = field(default="cosine", metadata={
+        "help": "decay after the warm-up", "choices": SCHEDULERS})
+    decay_epochs: float = field(default=30.0, metadata={"help": "step scheduler: epochs per decay"})
+    decay_rate: float = field(default=0.1, metadata={
+        "help": "step/multistep: factor per decay; polynomial: the power"})
+    milestones: list = field(default_factory=list, metadata={
+        "help": "multistep scheduler: epochs (after the warm-up) where lr *= decay_rate"})
+    opt: str = field(default="momentum", metadata={"help": "optimizer", "choices": OPTIMIZERS})
+    momentum: float = field(default=0.9, metadata={"help": "momentum (momentum, nesterov, sgd, rmsprop)"})
+    eps: Optional[float] = field(default=None, metadata={
+        "help": "adamw/rmsprop/lamb epsilon (default: 1e-8, 1e-10, 1e-6)"})
     weight_decay: float = field(
         default=4e-5, metadata={"help": "L2 on conv and dense weights (never BatchNorm or bias)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
-    loss_scale: float = field(default=1.0, metadata={"help": "fixed loss scale (1: none)"})
+    loss_scale: float = field(default=1.0, metadata={"help": "loss scale (dynamic: its start; 1: none)"})
+    loss_scale_type: str = field(default="fixed", metadata={
+        "help": "dynamic: halve on overflow and skip that update, double after 2000 clean steps",
+        "choices": LOSS_SCALE_TYPES})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "micro-batches per optimizer update"})
+    clip_grad: bool = field(default=False, metadata={"help": "clip gradients by global norm"})
+    clip_value: float = field(default=15.0, metadata={"help": "the global norm clip_grad clips to"})
+    ema: bool = field(default=False, metadata={
+        "help": "keep an exponential moving average of the weights, evaluated beside them"})
+    ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay (mindcv's warm-up applies)"})
+    bn_recalibrate: int = field(default=0, metadata={
+        "help": "after training, re-estimate BatchNorm statistics on N training batches (0: off)"})
     amp_level: str = field(default="auto", metadata={
         "help": "mixed precision; auto: O3 on Ascend, O2 on GPU, O0 (fp32) on CPU", "choices": AMP_LEVELS})
     # run
@@ -179,6 +220,28 @@ def validate(config: Config) -> None:
                          "pass --dataset-sink false")
     if config.eval_interval < 0:
         raise ValueError(f"eval_interval must be >= 0, got {config.eval_interval}")
+    _validate_training_features(config)
+
+
+def _validate_training_features(config: Config) -> None:
+    features = {key: getattr(config, key) for key in TRAIN_PIPELINE_KEYS}
+    PipelineSpec(True, config.batch_size, num_classes=2, **features)  # its checks; classes come later
+    if config.gradient_accumulation_steps < 1:
+        raise ValueError(f"gradient_accumulation_steps must be at least 1, got "
+                         f"{config.gradient_accumulation_steps}")
+    if config.clip_value <= 0:
+        raise ValueError(f"clip_value must be positive, got {config.clip_value}")
+    if not 0 < config.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in (0, 1), got {config.ema_decay}")
+    if config.bn_recalibrate < 0:
+        raise ValueError(f"bn_recalibrate must be >= 0 (batches), got {config.bn_recalibrate}")
+    if config.decay_epochs <= 0 or config.decay_rate <= 0:
+        raise ValueError(f"decay_epochs and decay_rate must be positive, got {config.decay_epochs}, "
+                         f"{config.decay_rate}")
+    if any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in config.milestones):
+        raise ValueError(f"milestones must be epochs (integers >= 0), got {config.milestones}")
+    if config.eps is not None and config.eps <= 0:
+        raise ValueError(f"eps must be positive, got {config.eps}")
 
 
 def save_config(config: Config, path: Path) -> None:

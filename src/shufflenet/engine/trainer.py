@@ -9,6 +9,7 @@ steps per epoch are resolved once, in `build_run`, before any pipeline exists.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -36,10 +37,11 @@ from ..inference import from_network, read_weights
 from ..models import META_KEY, ModelDescription, create_model, describe, read_description
 from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint, scalar
 from ..utils.files import atomic_path, write_text
-from .config import Config, save_config
+from .config import TRAIN_PIPELINE_KEYS, Config, save_config
 from .context import Ranks
 from .evaluator import all_reduce_sum, evaluate
 from .optim import build_optimizer
+from .recalibrate import batchnorm_layers, recalibrate_batchnorm
 from .run_folder import (
     checkpoint_path,
     choose_output_dir,
@@ -47,7 +49,8 @@ from .run_folder import (
     remove_leftovers,
     resolve_resume,
 )
-from .schedule import warmup_cosine_lr
+from .schedule import lr_schedule
+from .train_step import STATE_PREFIXES, TrainStep, WithLoss, ema_parameters, swapped
 
 Source = Union[ArraySource, ImageFileSource]
 AMP_BY_DEVICE = {"CPU": "O0", "GPU": "O2", "Ascend": "O3"}
@@ -136,6 +139,8 @@ def train(config: Config, ranks: Ranks | None = None, log: Callable[[str], None]
     run = build_run(config, ranks, log, default_folder)
     try:
         final = train_epochs(run)
+        if config.bn_recalibrate:
+            final = recalibrate(run)
     except KeyboardInterrupt:
         found = epoch_checkpoints(run.out)
         where = f"the last checkpoint is {found[-1]}" if found else "no epoch finished"
@@ -190,11 +195,16 @@ def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = 
     steps = train_spec.steps(len(train_source))
     ms.set_seed(config.seed)
     net = create_model(config.model, num_classes=description.num_classes, **config.model_options)
+    if config.bn_recalibrate and not batchnorm_layers(net):
+        raise ValueError(f"--bn-recalibrate: {config.model} has no BatchNorm layers to recalibrate")
     if pretrained_params is not None:
         reset = load_weights(net, pretrained_params, skip_classifier_mismatch=True, source=config.pretrained)
         log(f"pretrained weights from {config.pretrained}" + (f" (new classifier: {reset})" if reset else ""))
-    lrs = warmup_cosine_lr(config.lr, config.min_lr, config.epochs, steps, config.warmup_epochs)
-    optimizer = build_optimizer(net, lrs, config.momentum, config.weight_decay, config.loss_scale)
+    lrs = lr_schedule(config.lr, config.min_lr, config.epochs, steps, config.warmup_epochs, config.scheduler,
+                      config.decay_epochs, config.decay_rate, config.milestones)
+    every = config.gradient_accumulation_steps  # one update per window, at its last batch's lr
+    optimizer = build_optimizer(net, lrs[every - 1::every], config.momentum, config.weight_decay,
+                                config.opt, config.eps)
     amp_level = resolve_amp_level(config)
     run = Run(config, ranks, logger, log, train_source, val_source, train_spec, val_spec, description,
               steps, lrs, net, optimizer, build_train_network(net, optimizer, config, amp_level), amp_level)
@@ -221,7 +231,9 @@ def resolve_inputs(config: Config, ranks: Ranks, source: Source) -> tuple[Pipeli
     common = {"batch_size": config.batch_size, "image_size": config.image_size,
               "preprocessing": get_preprocessing(preprocessing), "num_shards": ranks.size,
               "shard_id": ranks.rank, "seed": config.seed, "num_workers": config.num_workers}
-    train_spec = PipelineSpec(True, augment=config.augment, **common).resolved(source.kind)
+    features = {key: getattr(config, key) for key in TRAIN_PIPELINE_KEYS}
+    train_spec = PipelineSpec(True, augment=config.augment, num_classes=len(source.class_names), **features,
+                              **common).resolved(source.kind)
     val_spec = PipelineSpec(False, **common).resolved(source.kind)
     description = describe(config.model, len(source.class_names), options=config.model_options,
                            preprocessing=preprocessing, class_names=tuple(source.class_names),
@@ -229,11 +241,14 @@ def resolve_inputs(config: Config, ranks: Ranks, source: Source) -> tuple[Pipeli
     return train_spec, val_spec, description
 
 
-def build_train_network(net: nn.Cell, optimizer: nn.Optimizer, config: Config, amp_level: str) -> nn.Cell:
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    manager = (ms.amp.FixedLossScaleManager(config.loss_scale, drop_overflow_update=False)
-               if config.loss_scale > 1 else None)
-    return ms.amp.build_train_network(net, optimizer, loss_fn, level=amp_level, loss_scale_manager=manager)
+def build_train_network(net: nn.Cell, optimizer: nn.Optimizer, config: Config, amp_level: str) -> TrainStep:
+    """With mixup or cutmix the pipeline delivers soft targets, label smoothing folded in."""
+    mixing = config.mixup > 0 or config.cutmix > 0
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.0 if mixing else config.label_smoothing)
+    network = WithLoss(ms.amp.auto_mixed_precision(net, amp_level), loss_fn)
+    return TrainStep(network, optimizer, config.loss_scale, config.loss_scale_type == "dynamic",
+                     config.gradient_accumulation_steps, config.clip_value if config.clip_grad else 0.0,
+                     config.ema_decay if config.ema else 0.0)
 
 
 def train_one_epoch(run: Run, epoch: int) -> dict:
@@ -277,14 +292,39 @@ def _train_steps(run: Run, dataset):
 
 
 def evaluate_run(run: Run, epoch: int) -> dict:
-    """Top-1, top-5 and loss over every validation sample (the ranks' shards summed)."""
+    """Top-1, top-5 and loss over every validation sample (the ranks' shards summed); with EMA,
+    also the averaged weights' (`ema_top1`, ...)."""
+    final = _score(run, f"epoch {epoch}: val")
+    pairs = ema_parameters(run.train_net)
+    if pairs:
+        with swapped(pairs):
+            averaged = _score(run, f"epoch {epoch}: EMA val")
+        final.update({f"ema_{key}": value for key, value in averaged.items() if key != "samples"})
+    return final
+
+
+def _score(run: Run, label: str) -> dict:
     dataset, _ = create_dataset(run.val_source, run.val_spec)
     with explained_pipeline_errors():
-        final = evaluate(from_network(run.net, run.description), dataset,
-                         all_reduce_sum if run.ranks.size > 1 else None)
-    run.log(f"epoch {epoch}: val top-1 {final['top1']:.4f} top-5 {final['top5']:.4f} "
-            f"loss {final['loss']:.4f} ({final['samples']} samples)")
-    return final
+        scores = evaluate(from_network(run.net, run.description), dataset,
+                          all_reduce_sum if run.ranks.size > 1 else None)
+    run.log(f"{label} top-1 {scores['top1']:.4f} top-5 {scores['top5']:.4f} "
+            f"loss {scores['loss']:.4f} ({scores['samples']} samples)")
+    return scores
+
+
+def recalibrate(run: Run) -> dict:
+    """Megvii's last step: BatchNorm statistics re-estimated on `bn_recalibrate` training
+    batches (unmixed, augmented), for the weights and their EMA; then the final scores."""
+    spec = dataclasses.replace(run.train_spec, mixup=0.0, cutmix=0.0)
+    pairs = ema_parameters(run.train_net)
+    for which, swap in [("weights", [])] + ([("EMA", pairs)] if pairs else []):
+        dataset, _ = create_dataset(run.train_source, spec, run.config.epochs)
+        with swapped(swap), explained_pipeline_errors():
+            used = recalibrate_batchnorm(run.net, dataset.create_tuple_iterator(num_epochs=1),
+                                         run.config.bn_recalibrate)
+        run.log(f"BatchNorm statistics of the {which} re-estimated on {used} training batches")
+    return evaluate_run(run, run.config.epochs)
 
 
 def save_epoch(run: Run, epoch: int) -> None:
@@ -297,12 +337,16 @@ def save_epoch(run: Run, epoch: int) -> None:
 
 
 def record_epoch(run: Run, epoch: int, row: dict) -> None:
-    """best.ckpt when the epoch's top-1 beats every earlier one, and the epoch's metrics row."""
-    top1 = row.get("val_top1")
-    if top1 is not None and top1 > run.best_top1:
-        run.best_top1 = top1
-        meta = {META_KEY: run.description.to_json(), "epoch": epoch, "top1": float(top1)}
-        save_checkpoint(run.net, run.out / "best.ckpt", meta)
+    """best.ckpt when the epoch's top-1 (of the weights or their EMA, whichever is higher)
+    beats every earlier one, and the epoch's metrics row. The checkpoint's "weights" says which."""
+    scores = {"raw": row.get("val_top1"), "ema": row.get("val_ema_top1")}
+    which = max((k for k in scores if scores[k] is not None), key=scores.get, default=None)
+    if which is not None and scores[which] > run.best_top1:
+        run.best_top1 = scores[which]
+        meta = {META_KEY: run.description.to_json(), "epoch": epoch, "top1": float(scores[which]),
+                "weights": which}
+        with swapped(ema_parameters(run.train_net) if which == "ema" else []):
+            save_checkpoint(run.net, run.out / "best.ckpt", meta)
     _append_csv(run.out / "metrics.csv", row)
 
 
@@ -313,18 +357,28 @@ def best_score(output_dir: Path) -> float:
 
 
 def finish(run: Run, final: dict) -> dict:
-    """final.ckpt, eval.json, curves.png and (unless disabled) a verified MINDIR."""
+    """final.ckpt (and final_ema.ckpt), eval.json, curves.png and (unless disabled) a verified
+    MINDIR of whichever of the weights and their EMA scored higher."""
     out, config = run.out, run.config
     result = {"model": config.model, **final}
     meta = {META_KEY: run.description.to_json(), "epoch": config.epochs}
-    save_checkpoint(run.net, out / "final.ckpt", meta)
+    save_checkpoint(run.net, out / "final.ckpt", {**meta, "weights": "raw"})
+    pairs = ema_parameters(run.train_net)
+    if pairs:
+        with swapped(pairs):
+            save_checkpoint(run.net, out / "final_ema.ckpt", {**meta, "weights": "ema"})
     write_text(out / "eval.json", json.dumps(result, indent=1) + "\n")
     _plot(out / "metrics.csv", out / "curves.png")
-    written = [out / name for name in ("final.ckpt", "best.ckpt", "eval.json", "metrics.csv", "curves.png")]
+    names = ("final.ckpt", "final_ema.ckpt", "best.ckpt", "eval.json", "metrics.csv", "curves.png")
+    written = [out / name for name in names]
     if config.export:
         from ..export import DYNAMIC_BATCH, export_model
 
-        written.append(export_model(run.net, "MINDIR", out / "model", DYNAMIC_BATCH, run.description))
+        ema_won = final.get("ema_top1", -1.0) > final["top1"]
+        with swapped(pairs if ema_won else []):
+            written.append(export_model(run.net, "MINDIR", out / "model", DYNAMIC_BATCH, run.description))
+        if pairs:
+            run.log(f"exported the {'EMA' if ema_won else 'raw'} weights (the higher final top-1)")
     run.log("wrote " + ", ".join(str(p) for p in written if p.exists()))
     return result
 
@@ -343,7 +397,8 @@ def weights_fingerprint(net: nn.Cell) -> str:
 
 
 def _restore(run: Run, params: dict, path: Path) -> int:
-    """Network weights and momentum buffers from `params`; the schedule is the current one.
+    """Network weights and the train step's state (optimizer buffers, EMA, accumulated
+    gradients, dynamic loss scale) from `params`; the schedule is the current one.
 
     The learning-rate array and step counter are derived from the configuration, not loaded:
     training continues at the first step of the saved epoch, so a resumed run may change the
@@ -358,24 +413,25 @@ def _restore(run: Run, params: dict, path: Path) -> int:
     epoch = int(scalar(params, "epoch", 0))
     if epoch > run.config.epochs:
         raise CheckpointError(f"{path} is from epoch {epoch}, beyond --epochs {run.config.epochs}")
-    load_weights(list(run.net.get_parameters()) + list(run.optimizer.moments), params, source=str(path))
-    run.optimizer.global_step.set_data(ms.Tensor([epoch * run.steps], ms.int32))
+    load_weights(list(run.net.get_parameters()) + run.train_net.state_parameters(), params, source=str(path))
+    updates = epoch * run.steps // run.config.gradient_accumulation_steps
+    run.optimizer.global_step.set_data(ms.Tensor([updates], ms.int32))
     return epoch
 
 
 def _refuse_without_optimizer_state(run: Run, params: dict, path: Path,
                                     described: Optional[ModelDescription]) -> None:
-    """--resume continues a run of this project from its weights, momentum buffers and epoch; a
+    """--resume continues a run of this project from its weights, training state and epoch; a
     foreign checkpoint (mindcv's, even with its own optimizer state) or a weights-only file
     (final.ckpt, best.ckpt) cannot be continued, and says so rather than listing missing keys."""
-    missing = [moment.name for moment in run.optimizer.moments if moment.name not in params]
+    missing = [p.name for p in run.train_net.state_parameters() if p.name not in params]
     if not missing:
         return
     from ..lineages import identify
 
     lineage = identify(params) if described is None else None
-    if lineage is None and any(key.startswith("moments.") for key in params):
-        return  # buffers of this project's names that do not fit: load_weights lists them
+    if lineage is None and any(key.startswith(STATE_PREFIXES) for key in params):
+        return  # state of this project's run that does not fit (another --opt): load_weights lists it
     if lineage is not None:
         holds = f"{lineage.origin} weights, not a training run of this project"
     elif described is not None:
@@ -383,8 +439,8 @@ def _refuse_without_optimizer_state(run: Run, params: dict, path: Path,
     else:
         holds = "weights of unknown origin"
     raise CheckpointError(
-        f"{path} holds {holds}: it lacks this project's optimizer state ({len(missing)} momentum "
-        f"buffers, e.g. {missing[0]}), so --resume cannot continue it; start from its weights "
+        f"{path} holds {holds}: it lacks this project's optimizer state ({len(missing)} "
+        f"entries, e.g. {missing[0]}), so --resume cannot continue it; start from its weights "
         f"with --pretrained {path} instead")
 
 
@@ -404,7 +460,8 @@ def _check_ranks_agree(start_epoch: int, size: int) -> None:
 
 def _append_csv(path: Path, row: dict) -> None:
     """Add the epoch's row (replacing rows of that epoch or later, left by a killed run)."""
-    columns = ["epoch", "train_loss", "lr", "epoch_seconds", "val_top1", "val_top5", "val_loss"]
+    columns = ["epoch", "train_loss", "lr", "epoch_seconds", "val_top1", "val_top5", "val_loss",
+               "val_ema_top1", "val_ema_top5", "val_ema_loss"]
     rows = []
     if path.exists():
         with open(path, newline="") as handle:
