@@ -110,8 +110,26 @@ def test_contenders_of_a_workload():
     assert train["MindSpore graph"]["isa"] == "AVX2" and train[benchmark.PEER]["isa"] == "default"
     infer = benchmark.workload_contenders("shufflenet_v1_g3_x1_0", 224, 1, "infer", 2, variants=True)
     assert "MindSpore MINDIR, BN folded" in infer and "MindSpore graph, jit_level O2" not in infer
+    assert {"ONNX Runtime (our ONNX export)", "ONNX Runtime, BN folded"} <= set(infer)
+    assert not any("ONNX" in label for label in train)
     assert infer["MindSpore graph, no fast path"]["isa"] == "default"
     assert all(spec["batch"] == 1 for spec in infer.values())
+
+
+def test_exported_contenders_compute_the_networks_logits():
+    """The benchmark's ONNX Runtime and MINDIR rows time the export of the same network."""
+    import mindspore as ms
+
+    from shufflenet.utils import timing
+
+    spec = {"model": "shufflenet_v1_g3_x0_25", "image_size": 32, "batch": 2, "mode": "infer", "threads": 0,
+            "num_classes": 10}
+    outputs = {}
+    for kind, fold_bn in (("mindspore", False), ("onnx", True), ("mindir", True)):
+        ms.set_seed(0)
+        outputs[kind] = timing.CONTENDERS[kind]({**spec, "kind": kind, "fold_bn": fold_bn})()
+    for kind in ("onnx", "mindir"):
+        np.testing.assert_allclose(outputs[kind], outputs["mindspore"], rtol=1e-4, atol=1e-5, err_msg=kind)
 
 
 @pytest.mark.parametrize("argv,message", [

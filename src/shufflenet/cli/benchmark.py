@@ -63,6 +63,8 @@ CONTENDERS = {
     "MindSpore graph": {"kind": "mindspore"},
     "MindSpore MINDIR (GraphCell)": {"kind": "mindir", "only": "infer"},
     "MindSpore MINDIR, BN folded": {"kind": "mindir", "fold_bn": True, "only": "infer"},
+    "ONNX Runtime (our ONNX export)": {"kind": "onnx", "only": "infer"},
+    "ONNX Runtime, BN folded": {"kind": "onnx", "fold_bn": True, "only": "infer"},
     "MindSpore graph, no fast path": {"kind": "mindspore", "isa": "default", "threads": 0},
     "MindSpore graph, no fast path, split GroupConv": {
         "kind": "mindspore", "isa": "default", "threads": 0, "group_conv": "split"},
@@ -74,7 +76,8 @@ CONTENDERS = {
     "PyTorch eager, oneDNN capped at AVX2": {"kind": "torch", "isa": FAST_ISA},
     "PyTorch eager": {"kind": "torch", "isa": "default"},
 }
-ALWAYS = ("MindSpore graph", "MindSpore MINDIR (GraphCell)", "MindSpore MINDIR, BN folded", "PyTorch eager")
+ALWAYS = ("MindSpore graph", "MindSpore MINDIR (GraphCell)", "MindSpore MINDIR, BN folded",
+          "ONNX Runtime (our ONNX export)", "ONNX Runtime, BN folded", "PyTorch eager")
 PEER = "PyTorch eager"
 GEMM_SIZE = 1024
 

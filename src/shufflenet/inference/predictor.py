@@ -55,8 +55,9 @@ def network_runner(net: nn.Cell) -> Runner:
     return lambda images: net(ms.Tensor(images)).asnumpy()
 
 
-def exported_runner(path: str | os.PathLike, fmt: str) -> Runner:
-    """Run a MINDIR through `nn.GraphCell` or an ONNX file through onnxruntime."""
+def exported_runner(path: str | os.PathLike, fmt: str, threads: int = 0) -> Runner:
+    """Run a MINDIR through `nn.GraphCell` or an ONNX file through onnxruntime (`threads`
+    intra-op threads; 0: onnxruntime's default, one per physical core)."""
     if fmt == "MINDIR":
         import mindspore as ms
 
@@ -73,7 +74,9 @@ def exported_runner(path: str | os.PathLike, fmt: str) -> Runner:
     except ImportError:
         raise ValueError(f"running {path} needs onnxruntime: pip install onnxruntime") from None
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
         raise ValueError(f"{path} is not an ONNX model onnxruntime can load ({_first_line(err)}); "
                          "re-export it") from None
@@ -97,12 +100,12 @@ def open_checkpoint(path: str | os.PathLike, model: str | None = None, num_class
     return from_network(net, description)
 
 
-def open_export(path: str | os.PathLike) -> Predictor:
-    """A `.mindir` or `.onnx` file, fed as its sidecar says."""
+def open_export(path: str | os.PathLike, threads: int = 0) -> Predictor:
+    """A `.mindir` or `.onnx` file, fed as its sidecar says (`threads`: onnxruntime's)."""
     fmt = file_format(path)
     sidecar = read_sidecar(path)
     fixed = sidecar["input_shape"][0]
-    return Predictor(exported_runner(path, fmt), sidecar_description(sidecar, str(path)),
+    return Predictor(exported_runner(path, fmt, threads), sidecar_description(sidecar, str(path)),
                      sidecar_preprocessing(sidecar), int(fixed) if fixed else None)
 
 

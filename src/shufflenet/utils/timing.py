@@ -60,7 +60,8 @@ def _options(spec: dict) -> dict:
 
 
 def mindspore_step(spec: dict) -> Step:
-    """Graph-mode training step (forward, softmax CE, backward, SGD momentum) or inference."""
+    """Graph-mode training step as `train.py` runs it (forward, softmax CE, backward, SGD
+    momentum) or inference."""
     import mindspore as ms
     from mindspore import nn
 
@@ -69,33 +70,36 @@ def mindspore_step(spec: dict) -> Step:
     if spec["mode"] == "infer":
         net.set_train(False)
         return lambda: net(images).asnumpy()
-    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-    optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
-    train = nn.TrainOneStepCell(nn.WithLossCell(net, loss), optimizer)
+    from ..engine.optim import build_optimizer
+    from ..engine.train_step import TrainStep, WithLoss
+
+    optimizer = build_optimizer(net, np.array(0.01, np.float32), 0.9, 0.0)  # a constant lr
+    train = TrainStep(WithLoss(net, nn.CrossEntropyLoss()), optimizer)  # what train.py runs
     train.set_train()
     if spec.get("jit_level"):
         train.set_jit_config(ms.JitConfig(jit_level=spec["jit_level"]))
     return lambda: train(images, labels).asnumpy()
 
 
-def mindir_step(spec: dict) -> Step:
-    """Inference through the MINDIR that `export.py` writes for the same network (verified,
-    BatchNorm folded unless `fold_bn` is false), run by the inference module as `eval.py` and
-    `predict` run it."""
+def export_step(spec: dict) -> Step:
+    """Inference through the file `export.py` writes for the same network (verified, BatchNorm
+    folded if `fold_bn`): a MINDIR in MindSpore's `GraphCell` or an ONNX file in onnxruntime
+    with `threads` intra-op threads, run by the inference module as `eval.py` and `predict` run
+    it."""
     from ..export import export_model
     from ..inference import open_export
     from ..models import describe
 
     if spec["mode"] != "infer":
-        raise ValueError("the MINDIR contender only infers")
+        raise ValueError("the exported contenders only infer")
     net = _mindspore_net(spec)
     images = _inputs(spec)[0]
     description = describe(spec["model"], spec["num_classes"], image_size=spec["image_size"],
                            options=_options(spec))
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_model(net, "MINDIR", os.path.join(tmp, "net"), spec["batch"], description,
+        path = export_model(net, spec["kind"].upper(), os.path.join(tmp, "net"), spec["batch"], description,
                             fold_bn=spec.get("fold_bn", False))
-        predictor = open_export(path)
+        predictor = open_export(path, threads=spec["threads"])
     return lambda: predictor(images)
 
 
@@ -143,7 +147,8 @@ def gemm_step(spec: dict) -> Step:
 
 CONTENDERS: dict[str, Callable[[dict], Step]] = {
     "mindspore": mindspore_step,
-    "mindir": mindir_step,
+    "mindir": export_step,
+    "onnx": export_step,
     "torch": torch_step,
     "gemm": gemm_step,
 }
