@@ -27,8 +27,9 @@ def build_optimizer(net: nn.Cell, lrs: np.ndarray, momentum: float, weight_decay
                     opt: str = "momentum", eps: Optional[float] = None) -> nn.Optimizer:
     """`opt` over the per-step `lrs` (a 0-d array: one constant rate); the step counter lives
     in the optimizer (`global_step`), so a resumed run picks up the schedule where it stopped.
-    Gradients arrive unscaled (the train step divides the loss scale out). `eps` None: the optimizer's usual value (mindcv's
-    1e-10 for RMSProp, 1e-8 for AdamW as torch, 1e-6 for LAMB)."""
+    Gradients arrive unscaled (the train step divides the loss scale out). `eps` None: the
+    optimizer's usual value (mindcv's 1e-10 for RMSProp, 1e-8 for AdamW as torch, 1e-6 for
+    LAMB)."""
     decay, no_decay = split_decay_params(net)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     lr = Tensor(lrs)
