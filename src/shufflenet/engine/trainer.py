@@ -195,8 +195,11 @@ def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = 
     steps = train_spec.steps(len(train_source))
     ms.set_seed(config.seed)
     net = create_model(config.model, num_classes=description.num_classes, **config.model_options)
-    if config.bn_recalibrate and not batchnorm_layers(net):
-        raise ValueError(f"--bn-recalibrate: {config.model} has no BatchNorm layers to recalibrate")
+    if config.bn_recalibrate:  # refused before training when there is nothing to recalibrate
+        try:
+            batchnorm_layers(net)
+        except ValueError as err:
+            raise ValueError(f"--bn-recalibrate: {err}") from None
     if pretrained_params is not None:
         reset = load_weights(net, pretrained_params, skip_classifier_mismatch=True, source=config.pretrained)
         log(f"pretrained weights from {config.pretrained}" + (f" (new classifier: {reset})" if reset else ""))
