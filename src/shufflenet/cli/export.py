@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fixed input batch, or 0 / 'dynamic' for any batch (MINDIR only); default 1")
     parser.add_argument("--image-size", type=int, help="input side (default: recorded)")
     parser.add_argument("--file-name", help="output path; the extension is added (default: next to the ckpt)")
-    add_flag(parser, "fold_bn", bool, "fold BatchNorm into the convolutions (default: for MINDIR; onnxruntime fuses them itself)",
-             default=None)
+    add_flag(parser, "fold_bn", bool, "fold BatchNorm into the convolutions (default: for MINDIR; "
+             "onnxruntime fuses them itself)", default=None)
     parser.add_argument("--device-target", choices=DEVICES, help="MindSpore backend (default: MindSpore's)")
     return parser
 
