@@ -48,7 +48,7 @@ def build_optimizer(net: nn.Cell, lrs: np.ndarray, momentum: float, weight_decay
 
 @_adamw.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                  "Tensor", "Tensor", "Tensor")
-def _adamw_update(beta1, beta2, eps, corrections, lr, decay, weight, m, v, grad, trust):
+def _adamw_update(trust, beta1, beta2, eps, corrections, lr, decay, weight, m, v, grad):
     """torch's AdamW on one tensor (decoupled decay, bias-corrected step) or, with `trust`, LAMB
     (the decay inside the step, the step scaled by ||weight|| / ||step||)."""
     grad = F.cast(grad, F.dtype(m))
@@ -88,6 +88,6 @@ class AdamW(nn.Optimizer):
         beta1_power = F.assign(self.beta1_power, self.beta1_power * self.beta1)
         beta2_power = F.assign(self.beta2_power, self.beta2_power * self.beta2)
         corrections = ops.stack([1 - beta1_power, 1 - beta2_power])
-        step = F.partial(_adamw, self.beta1, self.beta2, self.eps, corrections, lr)
+        step = F.partial(_adamw, self.trust, self.beta1, self.beta2, self.eps, corrections, lr)
         return self.hyper_map(step, self.get_weight_decay(), self._parameters, self.moments1, self.moments2,
-                              gradients, (self.trust,) * len(gradients))
+                              gradients)

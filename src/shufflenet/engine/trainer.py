@@ -209,8 +209,9 @@ def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = 
     optimizer = build_optimizer(net, lrs[every - 1::every], config.momentum, config.weight_decay,
                                 config.opt, config.eps)
     amp_level = resolve_amp_level(config)
+    train_net = build_train_network(net, optimizer, config, amp_level, train_spec.soft_targets)
     run = Run(config, ranks, logger, log, train_source, val_source, train_spec, val_spec, description,
-              steps, lrs, net, optimizer, build_train_network(net, optimizer, config, amp_level), amp_level)
+              steps, lrs, net, optimizer, train_net, amp_level)
     if resume_params is not None:
         run.start_epoch = _restore(run, resume_params, resume_from)
         run.best_top1 = best_score(run.out)
@@ -244,10 +245,10 @@ def resolve_inputs(config: Config, ranks: Ranks, source: Source) -> tuple[Pipeli
     return train_spec, val_spec, description
 
 
-def build_train_network(net: nn.Cell, optimizer: nn.Optimizer, config: Config, amp_level: str) -> TrainStep:
-    """With mixup or cutmix the pipeline delivers soft targets, label smoothing folded in."""
-    mixing = config.mixup > 0 or config.cutmix > 0
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.0 if mixing else config.label_smoothing)
+def build_train_network(net: nn.Cell, optimizer: nn.Optimizer, config: Config, amp_level: str,
+                        soft_targets: bool) -> TrainStep:
+    """`soft_targets`: the pipeline mixes batches and folds label smoothing into the targets."""
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.0 if soft_targets else config.label_smoothing)
     network = WithLoss(ms.amp.auto_mixed_precision(net, amp_level), loss_fn)
     return TrainStep(network, optimizer, config.loss_scale, config.loss_scale_type == "dynamic",
                      config.gradient_accumulation_steps, config.clip_value if config.clip_grad else 0.0,
