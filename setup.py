@@ -17,7 +17,7 @@ setup(
     python_requires=">=3.9",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"shufflenet": ["configs/*.yaml"]},
+    package_data={"shufflenet": ["configs/*.yaml", "kernels/*.cc", "kernels/*.h"]},
     install_requires=[
         "mindspore==2.10.0",
         # MindSpore 2.10 breaks under numpy 2 (PyNative ops and GeneratorDataset).

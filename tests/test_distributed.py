@@ -17,6 +17,7 @@ import shufflenet
 from shufflenet.data import PipelineSpec, create_dataset, open_source
 from shufflenet.engine.optim import build_optimizer
 from shufflenet.engine.schedule import lr_schedule
+from shufflenet.kernels import use_cpu_kernels
 from shufflenet.utils.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,11 +58,14 @@ def reference_weights(data, accumulate=1):
     (and of `accumulate` consecutive steps', applied at the last one's learning rate).
 
     Each rank normalises with its own shard's BatchNorm statistics, so this, not a plain run
-    at the global batch, is what two ranks must reproduce.
+    at the global batch, is what two ranks must reproduce. The network runs the C++ CPU kernels
+    as train.py's does: at this batch, training-mode BatchNorm turns any two kernels' last-bit
+    differences into ~1e-2 of the update.
     """
     ms.set_seed(SEED)
     source = open_source("imagenet", str(data), "train")
     net = shufflenet.create_model(MODEL, num_classes=3)
+    use_cpu_kernels(net)
     initial = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
     steps = PipelineSpec(True, BATCH, 32, num_shards=2, shard_id=0).steps(len(source))
     lrs = lr_schedule(LR, 0.0, EPOCHS, steps)[accumulate - 1::accumulate]

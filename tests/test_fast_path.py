@@ -106,8 +106,10 @@ def test_failing_worker_is_reported_not_raised(tmp_path):
 
 def test_contenders_of_a_workload():
     train = benchmark.workload_contenders("shufflenet_v1_g3_x1_0", 224, 16, "train", 2)
-    assert list(train) == ["MindSpore graph", benchmark.PEER]
+    assert list(train) == ["MindSpore graph", "MindSpore graph, MindSpore's kernels", benchmark.PEER]
     assert train["MindSpore graph"]["isa"] == "AVX2" and train[benchmark.PEER]["isa"] == "default"
+    assert train["MindSpore graph"]["cpu_kernels"] and "cpu_kernels" not in train[
+        "MindSpore graph, MindSpore's kernels"]
     infer = benchmark.workload_contenders("shufflenet_v1_g3_x1_0", 224, 1, "infer", 2, variants=True)
     assert "MindSpore MINDIR, BN folded" in infer and "MindSpore graph, jit_level O2" not in infer
     assert {"ONNX Runtime (our ONNX export)", "ONNX Runtime, BN folded"} <= set(infer)

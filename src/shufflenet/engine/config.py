@@ -22,6 +22,7 @@ from ..data import PipelineSpec
 from ..data.augment import AUTO_AUGMENT_POLICIES
 from ..data.presets import PRESETS
 from ..data.sources import DATASETS
+from ..kernels.cells import CPU_KERNEL_MODES
 from ..models import option_table
 from ..utils.files import write_text
 from .optim import OPTIMIZERS
@@ -106,6 +107,10 @@ class Config:
         "help": "after training, re-estimate BatchNorm statistics on N training batches (0: off)"})
     amp_level: str = field(default="auto", metadata={
         "help": "mixed precision; auto: O3 on Ascend, O2 on GPU, O0 (fp32) on CPU", "choices": AMP_LEVELS})
+    cpu_kernels: str = field(default="auto", metadata={
+        "help": "this project's C++ depthwise-conv and max-pool kernels for fp32 training on CPU, "
+                "built with g++ on first use; auto: when they build, on: required, off: never",
+        "choices": CPU_KERNEL_MODES})
     # run
     device_target: str = field(default="CPU", metadata={"help": "MindSpore backend", "choices": DEVICES})
     distributed: bool = field(default=False, metadata={"help": "data-parallel over all launched ranks"})

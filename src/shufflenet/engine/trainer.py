@@ -34,6 +34,7 @@ from ..data import (
 )
 from ..data.sources import ArraySource, ImageFileSource
 from ..inference import from_network, read_weights
+from ..kernels import KernelUnavailable, use_cpu_kernels
 from ..models import META_KEY, ModelDescription, create_model, describe, read_description
 from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint, scalar
 from ..utils.files import atomic_path, write_text
@@ -195,6 +196,8 @@ def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = 
     steps = train_spec.steps(len(train_source))
     ms.set_seed(config.seed)
     net = create_model(config.model, num_classes=description.num_classes, **config.model_options)
+    amp_level = resolve_amp_level(config)
+    kernels_note = cpu_kernels(net, config, amp_level)
     if config.bn_recalibrate:  # refused before training when there is nothing to recalibrate
         try:
             batchnorm_layers(net)
@@ -208,7 +211,6 @@ def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = 
     every = config.gradient_accumulation_steps  # one update per window, at its last batch's lr
     optimizer = build_optimizer(net, lrs[every - 1::every], config.momentum, config.weight_decay,
                                 config.opt, config.eps)
-    amp_level = resolve_amp_level(config)
     train_net = build_train_network(net, optimizer, config, amp_level, train_spec.soft_targets)
     run = Run(config, ranks, logger, log, train_source, val_source, train_spec, val_spec, description,
               steps, lrs, net, optimizer, train_net, amp_level)
@@ -224,8 +226,35 @@ def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = 
     log(f"{config.model}: {train_source.kind} ({len(train_source)} train / {len(val_source)} val images, "
         f"{description.num_classes} classes) at {description.image_size}px, batch {config.batch_size} x "
         f"{ranks.size} device(s), {steps} steps/epoch, {config.epochs} epochs, amp {amp_level}")
+    if kernels_note:
+        log(kernels_note)
     run.started = time.time()
     return run
+
+
+def cpu_kernels(net: nn.Cell, config: Config, amp_level: str) -> str:
+    """Swap in the C++ CPU kernels as `cpu_kernels` asks (fp32 on CPU only); returns a log line.
+
+    `on` raises (before any compilation of the network) what `auto` only logs: no compiler, a
+    failed build, a device other than CPU, mixed precision.
+    """
+    if config.cpu_kernels == "off" or (config.cpu_kernels == "auto" and config.device_target != "CPU"):
+        return ""
+    why_not = ""
+    if config.device_target != "CPU":
+        why_not = f"they run on CPU only, not {config.device_target}"
+    elif amp_level != "O0":
+        why_not = f"they compute in fp32 only, and amp_level is {amp_level}"
+    else:
+        try:
+            swapped = use_cpu_kernels(net)
+        except KernelUnavailable as err:
+            why_not = str(err)
+        else:
+            return "C++ CPU kernels: " + ", ".join(f"{n} {kind}" for kind, n in swapped.items())
+    if config.cpu_kernels == "on":
+        raise ValueError(f"--cpu-kernels on: {why_not}")
+    return f"C++ CPU kernels not used ({why_not}); MindSpore's own kernels train ~15 % slower"
 
 
 def resolve_inputs(config: Config, ranks: Ranks, source: Source) -> tuple[PipelineSpec, PipelineSpec,

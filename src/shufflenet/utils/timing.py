@@ -61,11 +61,15 @@ def _options(spec: dict) -> dict:
 
 def mindspore_step(spec: dict) -> Step:
     """Graph-mode training step as `train.py` runs it (forward, softmax CE, backward, SGD
-    momentum) or inference."""
+    momentum; with this project's C++ kernels if `cpu_kernels`) or inference."""
     import mindspore as ms
     from mindspore import nn
 
     net = _mindspore_net(spec)
+    if spec.get("cpu_kernels"):
+        from ..kernels import use_cpu_kernels
+
+        use_cpu_kernels(net, spec["threads"] or None)
     images, labels = (ms.Tensor(a) for a in _inputs(spec))
     if spec["mode"] == "infer":
         net.set_train(False)
