@@ -254,7 +254,7 @@ def cpu_kernels(net: nn.Cell, config: Config, amp_level: str) -> str:
             return "C++ CPU kernels: " + ", ".join(f"{n} {kind}" for kind, n in swapped.items())
     if config.cpu_kernels == "on":
         raise ValueError(f"--cpu-kernels on: {why_not}")
-    return f"C++ CPU kernels not used ({why_not}); MindSpore's own kernels train ~15 % slower"
+    return f"C++ CPU kernels not used ({why_not}); MindSpore's own kernels train ~30 % slower"
 
 
 def resolve_inputs(config: Config, ranks: Ranks, source: Source) -> tuple[PipelineSpec, PipelineSpec,

@@ -180,19 +180,28 @@ void avg_backward_planes(const float *dy, float *dx, const Pool &p, int64_t begi
   }
 }
 
-}  // namespace
 
-// Inputs: x (N, C, H, W), geometry. Output: y (N, C, OH, OW).
-extern "C" int MaxPoolForward(int nparam, void **params, int *ndims, int64_t **shapes,
-                              const char **dtypes, void *stream, void *extra) {
+using ForwardPlanes = void (*)(const float *, float *, const Pool &, int64_t, int64_t);
+
+// A forward entry point: checks the call, then runs `planes` over the input's planes.
+int pool_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                 ForwardPlanes planes) {
   if (nparam != 3 || ndims[0] != 4 || ndims[2] != 4 || !shufflenet::all_float32(2, 3, dtypes))
     return 1;
   const Pool p = read_pool(params[1], shapes[0], shapes[2]);
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[2]);
   parallel_for(p.planes, p.planes * p.h * p.w, p.threads,
-               [&](int64_t begin, int64_t end) { forward_planes(x, y, p, begin, end); });
+               [&](int64_t begin, int64_t end) { planes(x, y, p, begin, end); });
   return 0;
+}
+
+}  // namespace
+
+// Inputs: x (N, C, H, W), geometry. Output: y (N, C, OH, OW).
+extern "C" int MaxPoolForward(int nparam, void **params, int *ndims, int64_t **shapes,
+                              const char **dtypes, void *stream, void *extra) {
+  return pool_forward(nparam, params, ndims, shapes, dtypes, forward_planes);
 }
 
 // Inputs: x, y = MaxPoolForward(x), dy (like y), geometry. Output: dx (like x).
@@ -214,14 +223,7 @@ extern "C" int MaxPoolBackward(int nparam, void **params, int *ndims, int64_t **
 // Inputs: x (N, C, H, W), geometry. Output: y (N, C, OH, OW).
 extern "C" int AvgPoolForward(int nparam, void **params, int *ndims, int64_t **shapes,
                               const char **dtypes, void *stream, void *extra) {
-  if (nparam != 3 || ndims[0] != 4 || ndims[2] != 4 || !shufflenet::all_float32(2, 3, dtypes))
-    return 1;
-  const Pool p = read_pool(params[1], shapes[0], shapes[2]);
-  const float *x = static_cast<const float *>(params[0]);
-  float *y = static_cast<float *>(params[2]);
-  parallel_for(p.planes, p.planes * p.h * p.w, p.threads,
-               [&](int64_t begin, int64_t end) { avg_forward_planes(x, y, p, begin, end); });
-  return 0;
+  return pool_forward(nparam, params, ndims, shapes, dtypes, avg_forward_planes);
 }
 
 // Inputs: x (for its shape), dy (N, C, OH, OW), geometry. Output: dx (like x).
