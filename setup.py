@@ -23,15 +23,25 @@ setup(
         # MindSpore 2.10 breaks under numpy 2 (PyNative ops and GeneratorDataset).
         "numpy>=1.23,<2",
         "pyyaml>=6",
-        "pillow>=9",
+        # The newest Pillow each Python can have: older releases have published advisories
+        # (Pillow 13 needs Python 3.11; 11.3 is the last for 3.9).
+        "pillow>=13.0.0; python_version >= '3.11'",
+        "pillow>=11.3.0; python_version < '3.11'",
         "scikit-learn>=1.2",
         "matplotlib>=3.6",
+        # The lock a training run holds on its folder; 4.3 opens the lock file without
+        # following a link (O_NOFOLLOW, O_EXCL) and never truncates it.
+        "filelock>=4.3",
+        # Reads the C++ kernels' exported symbols from their bytes, never by loading them.
+        "pyelftools>=0.29",
     ],
     extras_require={
         # OpenCV is the reference of the Megvii preprocessing test (4.12 on needs numpy 2).
         # safetensors writes the timm-style test files our own reader must read.
+        # mindcv 0.3.0 is the reference network of its checkpoints (tests/test_mindcv*.py); it
+        # needs only numpy, PyYAML and tqdm, so it installs beside the pinned stack.
         "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "torch==2.13.0", "onnx", "onnxruntime",
-                 "safetensors", "opencv-python-headless>=4.8,<4.12"],
+                 "safetensors", "opencv-python-headless>=4.8,<4.12", "mindcv==0.3.0"],
         "torch": ["torch==2.13.0"],
         "onnx": ["onnx", "onnxruntime"],
     },

@@ -14,7 +14,7 @@ set_data_args() {
     DATA_ARGS=()
     [ "$1" = "none" ] && return 0
     local path
-    path=$(realpath -m "$1")
+    path=$(realpath -m -- "$1")
     [ -d "$path" ] || fail "DATA_PATH $path is not a folder"
     DATA_ARGS=(--data-path "$path")
 }
@@ -24,7 +24,7 @@ resolve_config() {
     case "$1" in
         *.yaml|*.yml)
             local path
-            path=$(realpath -m "$1")
+            path=$(realpath -m -- "$1")
             [ -f "$path" ] || fail "CONFIG $path does not exist"
             echo "$path" ;;
         *) echo "$1" ;;
@@ -32,6 +32,20 @@ resolve_config() {
 }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Opens FILE for a new log on descriptor LOG_FD, never through a symbolic link: a link there is
+# refused, an earlier log removed, and the file created exclusively (noclobber: O_EXCL), so a
+# link planted meanwhile makes the open fail instead of writing into the link's target.
+open_log() {
+    [ -L "$1" ] && fail "log $1 is a symbolic link: a log is never written through a link; remove it"
+    [ ! -e "$1" ] || [ -f "$1" ] || fail "log $1 is not a regular file; remove it"
+    rm -f -- "$1"
+    local restore=+C
+    [[ $- == *C* ]] && restore=-C
+    set -C
+    { exec {LOG_FD}>"$1"; } 2>/dev/null || fail "cannot create log $1 (did something appear there?)"
+    set "$restore"
+}
 
 # POSITIONAL: the arguments before "--" (no options allowed); PASSED: those after it.
 # Usage text on -h/--help, an error on any other option.

@@ -43,7 +43,7 @@ done
 [ "$node_rank" -lt "$nodes" ] || fail "--node_rank must be below --nodes ($nodes)"
 
 set_data_args "${positional[1]}"
-log_dir=$(realpath -m "$log_dir")
+log_dir=$(realpath -m -- "$log_dir")
 mkdir -p "$log_dir"
 train=(python "$ROOT/train.py" --config "$config" --distributed "${DATA_ARGS[@]}" "$@")
 
@@ -55,7 +55,7 @@ if [ -z "$rank_table" ]; then
 fi
 
 # Rank-table mode (Ascend clusters launched per device): one process per device.
-rank_table=$(realpath -m "$rank_table")
+rank_table=$(realpath -m -- "$rank_table")
 [ -f "$rank_table" ] || fail "--rank_table $rank_table does not exist"
 export RANK_TABLE_FILE=$rank_table RANK_SIZE=$((device_num * nodes))
 pids=()
@@ -63,8 +63,10 @@ stop() { kill "${pids[@]}" 2>/dev/null || true; }
 trap 'stop; exit 130' INT TERM
 for ((i = 0; i < device_num; i++)); do
     rank=$((node_rank * device_num + i))
-    RANK_ID=$rank DEVICE_ID=$i "${train[@]}" >"$log_dir/rank_$rank.log" 2>&1 &
+    open_log "$log_dir/rank_$rank.log"
+    RANK_ID=$rank DEVICE_ID=$i "${train[@]}" >&"$LOG_FD" 2>&1 &
     pids+=($!)
+    exec {LOG_FD}>&-
 done
 echo "started ranks $((node_rank * device_num))..$((node_rank * device_num + device_num - 1)), logs in $log_dir"
 # Reap ranks as they end; the first failure stops the others at once (they would otherwise

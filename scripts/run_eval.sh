@@ -12,7 +12,7 @@ source "$(dirname "$0")/common.sh"
 
 split_args "$@"
 [ ${#POSITIONAL[@]} -ge 1 ] && [ ${#POSITIONAL[@]} -le 2 ] || usage
-model_file=$(realpath -m "${POSITIONAL[0]}")
+model_file=$(realpath -m -- "${POSITIONAL[0]}")
 [ -f "$model_file" ] || fail "MODEL_FILE $model_file does not exist"
 case "$model_file" in
     *.ckpt) source_args=(--ckpt "$model_file") ;;

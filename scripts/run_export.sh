@@ -14,10 +14,10 @@ source "$(dirname "$0")/common.sh"
 
 split_args "$@"
 [ ${#POSITIONAL[@]} -ge 1 ] && [ ${#POSITIONAL[@]} -le 4 ] || usage
-ckpt=$(realpath -m "${POSITIONAL[0]}")
+ckpt=$(realpath -m -- "${POSITIONAL[0]}")
 format=${POSITIONAL[1]:-MINDIR}
 batch_size=${POSITIONAL[2]:-1}
-file_name=$(realpath -m "${POSITIONAL[3]:-${ckpt%.ckpt}}")
+file_name=$(realpath -m -- "${POSITIONAL[3]:-${ckpt%.ckpt}}")
 
 [ -f "$ckpt" ] || fail "checkpoint $ckpt does not exist"
 case "${format^^}" in

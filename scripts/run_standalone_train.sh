@@ -17,4 +17,5 @@ set_data_args "${POSITIONAL[0]:-none}"
 config=$(resolve_config "${POSITIONAL[1]:-digits_cpu}")
 log_dir=$PWD/logs/standalone_train
 mkdir -p "$log_dir"
-python "$ROOT/train.py" --config "$config" "${DATA_ARGS[@]}" "${PASSED[@]}" 2>&1 | tee "$log_dir/train.log"
+open_log "$log_dir/train.log"
+python "$ROOT/train.py" --config "$config" "${DATA_ARGS[@]}" "${PASSED[@]}" 2>&1 | tee "/dev/fd/$LOG_FD"

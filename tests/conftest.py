@@ -8,6 +8,29 @@ import numpy as np
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to start without the test extras: a missing reference (mindcv, torch, OpenCV)
+    would otherwise skip its parity tests and the suite would pass having checked less."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    wanted = [Requirement(text) for text in metadata.requires("shufflenet-mindspore") or []]
+    missing = []
+    for requirement in wanted:
+        if requirement.marker is None or not requirement.marker.evaluate({"extra": "test"}):
+            continue
+        try:
+            installed = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or not requirement.specifier.contains(installed, prereleases=True):
+            missing.append(f"{requirement} (installed: {installed or 'none'})")
+    if missing:
+        pytest.exit(f"the test extras are not installed: {', '.join(missing)}; run "
+                    "pip install -e \".[test]\"", returncode=4)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _graph_mode_on_cpu():
     from shufflenet.utils.cpu import configure_cpu
@@ -92,3 +115,16 @@ def make_image_folder(root, classes=("cat", "dog", "fox"), train=6, val=3, size=
                 ext = "png" if i % 2 else "jpg"
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{name}_{i}.{ext}")
     return root
+
+
+#: One small model of every registered family. Tests that promise "every family" run these, and
+#: `test_every_family.py` fails when a family is registered without an entry here.
+FAMILY_MODELS = {
+    "shufflenet_v1": "shufflenet_v1_g3_x0_25",
+    "shufflenet_v2": "shufflenet_v2_x0_5",
+    "shufflenet_v2_plus": "shufflenet_v2_plus_small",
+    "mobilenet_v1": "mobilenet_v1_025",
+    "mobilenet_v2": "mobilenet_v2_035",
+    "squeezenet": "squeezenet1_1",
+    "xception": "xception",
+}

@@ -60,7 +60,7 @@ def test_output_is_the_exact_mean_without_optimizer_state(tmp_path, capsys):
         assert params[name].asnumpy().dtype == np.float32
         np.testing.assert_array_equal(params[name].asnumpy(), value, err_msg=name)
     assert read_description(params) == describe(MODEL, 10)
-    assert json.loads(params[average.AVERAGED_KEY]) == [str(path.resolve()) for path in files]
+    assert json.loads(params[average.AVERAGED_KEY]) == [path.name for path in files]  # no local paths
 
     fresh = shufflenet.create_model(MODEL, num_classes=10)
     assert checkpoint.load_weights(fresh, out) == []  # strict: every weight present, right shapes
@@ -76,8 +76,7 @@ def test_last_n_of_a_run_folder_takes_the_newest(tmp_path):
     out = tmp_path / "avg.ckpt"
     assert average.main(["--input-dir", str(run), "--last", "2", "--output", str(out)]) == 0
     params = checkpoint.read_checkpoint(out)
-    newest = [checkpoint_path(run, epoch).resolve() for epoch in (3, 10)]
-    assert json.loads(params[average.AVERAGED_KEY]) == [str(path) for path in newest]
+    assert json.loads(params[average.AVERAGED_KEY]) == ["epoch-0003.ckpt", "epoch-0010.ckpt"]
     for name, value in expected_mean([weights[3], weights[10]]).items():
         np.testing.assert_array_equal(params[name].asnumpy(), value, err_msg=name)
 

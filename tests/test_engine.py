@@ -158,6 +158,6 @@ def test_pretrained_loading_resets_only_a_differently_sized_classifier(tmp_path)
     fill_deterministic(net)
     path = save_checkpoint(net, tmp_path / "imagenet.ckpt")
     fine = shufflenet.create_model("shufflenet_v1_g3_x0_25", num_classes=10)
-    reset = load_weights(fine, path, skip_classifier_mismatch=True)
+    reset = load_weights(fine, path, new_head="classifier.")
     assert reset == ["classifier.weight", "classifier.bias"]
     np.testing.assert_array_equal(fine.first_conv[0].weight.asnumpy(), net.first_conv[0].weight.asnumpy())

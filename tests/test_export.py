@@ -12,7 +12,7 @@ from shufflenet.cli.export import main as export_main
 from shufflenet.data.presets import get_preprocessing
 from shufflenet.export import ExportVerificationError, export_model, probe_batch, verify_export
 from shufflenet.inference import read_sidecar, run_exported
-from shufflenet.models import META_KEY, ModelDescription, create_model
+from shufflenet.models import META_KEY, ModelDescription, create_model, family_of, list_families
 from shufflenet.utils.checkpoint import save_checkpoint
 
 MODEL = "shufflenet_v1_g3_x0_5"
@@ -96,7 +96,8 @@ def test_export_leaves_the_network_as_it_was(exported):
     assert all(type(block.branch_proj.pool) is nn.AvgPool2d for block in net.features if block.stride == 2)
 
 
-@pytest.mark.parametrize("name,options", [
+EVERY_FAMILY = [
+    ("shufflenet_v1_g3_x0_25", {}),  # split GroupConv, 'same' pools
     ("shufflenet_v2_x0_5", {}),  # torchvision's units and symmetric pool
     ("shufflenet_v2_x0_5", {"unit_layout": "megvii", "pool_padding": "same", "classifier_bias": False}),
     ("shufflenet_v2_plus_small", {}),
@@ -104,7 +105,14 @@ def test_export_leaves_the_network_as_it_was(exported):
     ("mobilenet_v2_035", {}),
     ("squeezenet1_1", {}),  # ceil-mode pools as zero padding + floor pools
     ("xception", {"pool_padding": "symmetric"}),
-])
+]
+
+
+def test_the_export_cases_cover_every_family():
+    assert sorted({family_of(name).name for name, _ in EVERY_FAMILY}) == sorted(list_families())
+
+
+@pytest.mark.parametrize("name,options", EVERY_FAMILY)
 def test_every_family_exports_dynamic_mindir_and_onnx(tmp_path, name, options):
     net = create_model(name, num_classes=len(CLASSES), **options)
     fill_deterministic(net)

@@ -295,3 +295,182 @@ def test_benchmark_arguments_are_checked_first(args, fragment):
     result = run(*args)
     assert result.returncode == 2 and fragment in result.stderr
     assert time.time() - started < 60
+
+
+def _hashes(folder: Path) -> dict:
+    return {p: sha256_file(p) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_planted_links_are_never_followed(data, tmp_path):
+    """A link planted at a temporary or log name (in a folder others can write) is never written
+    through: not by atomic writes, checkpoints (MindSpore chmods its staging file), train.log,
+    or the scripts' logs."""
+    from mindspore import nn
+
+    from shufflenet.utils.checkpoint import save_checkpoint
+    from shufflenet.utils.files import write_text
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the victim's file\n")
+    victim.chmod(0o644)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    pid = os.getpid()
+    for name in (f".eval.tmp-{pid}.json", f".best.tmp-{pid}.ckpt", f".best.tmp-{pid}.tmp", "eval.json"):
+        (shared / name).symlink_to(victim)  # the old predictable temporary names, and the target
+    write_text(shared / "eval.json", "{}\n")
+    save_checkpoint(nn.Dense(2, 2), shared / "best.ckpt")
+    assert victim.read_text() == "the victim's file\n" and victim.stat().st_mode & 0o777 == 0o644
+    assert not (shared / "eval.json").is_symlink() and (shared / "eval.json").read_text() == "{}\n"
+    read_checkpoint(shared / "best.ckpt")
+
+    out = tmp_path / "linked"
+    out.mkdir()
+    (out / "train.log").symlink_to(victim)
+    result = run("train.py", *TINY, "--data-path", data, "--output-dir", out)
+    one_line_error(result, f"{out / 'train.log'} is a symbolic link")
+    assert sorted(p.name for p in out.iterdir()) == ["train.log"]  # no lock, no config left
+    logs = tmp_path / "logs" / "standalone_train"
+    logs.mkdir(parents=True)
+    (logs / "train.log").symlink_to(victim)
+    script = subprocess.run(["bash", str(REPO / "scripts" / "run_standalone_train.sh"), "--", "--help"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert script.returncode == 2 and "train.log is a symbolic link" in script.stderr, script.stderr
+    assert victim.read_text() == "the victim's file\n" and victim.stat().st_mode & 0o777 == 0o644
+
+
+def test_runs_started_together_take_two_folders(data, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    out = tmp_path / "out"
+    recipe.write_text(f"output_dir: {out}\ndata_path: {data}\n")
+    command = [sys.executable, str(REPO / "train.py"), "--config", str(recipe), *map(str, TINY),
+               "--no-export"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [proc.communicate(timeout=900) for proc in procs]
+    for proc, (_, err) in zip(procs, results):
+        assert proc.returncode == 0, err[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["out", "out-2"]
+    assert sum(f"this one writes to {out}-2" in stdout for stdout, _ in results) == 1
+    for folder in (out, tmp_path / "out-2"):
+        headers = [ln for ln in (folder / "train.log").read_text().splitlines() if "steps/epoch" in ln]
+        assert len(headers) == 1, (folder / "train.log").read_text()
+        assert (folder / "final.ckpt").is_file() and not (folder / ".run.lock").exists()
+        assert f"output_dir: {folder}\n" in (folder / "config.yaml").read_text()
+
+
+def test_a_live_runs_folder_is_refused_and_a_refused_run_leaves_nothing(first_run, data, tmp_path):
+    from filelock import FileLock
+
+    from shufflenet.engine.run_folder import LOCK_FILE
+
+    _, out = first_run
+    before = _hashes(out)
+    lock = FileLock(out / LOCK_FILE)
+    with lock:  # a run still going in `out`
+        for extra in (["--resume", "auto"], ["--overwrite"]):
+            result = run("train.py", *TINY, "--data-path", data, "--output-dir", out, *extra)
+            one_line_error(result, f"{out} is in use by a run that is still going", "another --output-dir")
+    (out / LOCK_FILE).unlink()
+    assert _hashes(out) == before
+
+    empty_data = tmp_path / "nodata"
+    empty_data.mkdir()
+    for target in (tmp_path / "new" / "run", tmp_path / "existing"):
+        (tmp_path / "existing").mkdir(exist_ok=True)
+        result = run("train.py", *TINY, "--data-path", empty_data, "--output-dir", target)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "new").exists() and not list((tmp_path / "existing").iterdir())
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL inside the process: nothing catches it."""
+
+
+def _pair(model: Path) -> tuple:
+    """(batch of the model's input, whether the sidecar describes the model file)."""
+    sidecar = json.loads(Path(f"{model}.json").read_text())
+    return sidecar["input_shape"][0], sidecar["sha256"] == sha256_file(model)
+
+
+@pytest.mark.parametrize("step", ["journal", "first move", "second move", "cleanup"])
+def test_an_export_killed_while_committing_leaves_one_pair(first_run, tmp_path, monkeypatch, step):
+    """Killed at each step of replacing model + sidecar, the next reader (predict and eval read
+    the sidecar first) sees the old pair (before the journal) or the new one (after it)."""
+    from shufflenet.export import export_model
+    from shufflenet.inference import load_network, read_sidecar
+    from shufflenet.utils import files
+
+    _, out = first_run
+    model = _copy_export(out / "model.mindir", tmp_path / "exp")  # the old pair: any batch
+    net, description = load_network(out / "final.ckpt")
+    calls = []
+
+    def killing(function, when):
+        def wrapped(*args):
+            calls.append(function.__name__)
+            if when(args):
+                raise _Killed(step)
+            return function(*args)
+        return wrapped
+
+    def moves(args) -> bool:
+        return calls.count("_move") == {"first move": 1, "second move": 2}.get(step)
+
+    patches = {"journal": ("_write_journal", lambda args: True), "first move": ("_move", moves),
+               "second move": ("_move", moves),
+               "cleanup": ("_discard", lambda args: (args[0] / files.JOURNAL).exists())}
+    name, when = patches[step]
+    monkeypatch.setattr(files, name, killing(getattr(files, name), when))
+    with pytest.raises(_Killed):
+        export_model(net, "MINDIR", model.with_suffix(""), 1, description)
+    monkeypatch.undo()
+    monkeypatch.setattr(files, "pid_alive", lambda pid: False)  # its writer is gone
+    read_sidecar(model)
+    assert _pair(model) == ((None, True) if step == "journal" else (1, True))
+    assert sorted(p.name for p in model.parent.iterdir()) == ["model.mindir", "model.mindir.json"]
+
+
+def test_a_sigkilled_export_is_cleaned_up_by_the_next_one(first_run, tmp_path):
+    _, out = first_run
+    model = _copy_export(out / "model.mindir", tmp_path / "exp")
+    old = _hashes(model.parent)
+    args = ["export", "--ckpt", out / "final.ckpt", "--file-name", model.with_suffix("")]
+    proc = subprocess.Popen([sys.executable, "-m", "shufflenet", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not list(model.parent.glob(".model.mindir.tmp-*/model.mindir")):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert {p: h for p, h in _hashes(model.parent).items() if p.parent == model.parent} == old
+    assert list(model.parent.glob(".model.mindir.tmp-*"))  # what the kill left
+    again = run(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sorted(p.name for p in model.parent.iterdir()) == ["model.mindir", "model.mindir.json"]
+    assert _pair(model) == (1, True)
+
+
+def test_convert_replaces_only_with_overwrite_and_never_its_input(first_run, tmp_path):
+    import mindspore as ms
+
+    from shufflenet.models import create_model
+
+    _, out = first_run
+    net = create_model("shufflenet_v1_g3_x0_5", num_classes=10, group_conv="split")
+    zoo = tmp_path / "zoo.ckpt"
+    ms.save_checkpoint([{"name": p.name, "data": p.data} for p in net.get_parameters()], str(zoo))
+    copy = tmp_path / "copy.ckpt"
+    copy.write_bytes((out / "final.ckpt").read_bytes())
+    kept, source = sha256_file(copy), sha256_file(zoo)
+    one_line_error(run("convert", zoo, copy), f"{copy} already exists", "--overwrite")
+    alias = tmp_path / "alias.ckpt"
+    os.link(zoo, alias)
+    for dst in (zoo, alias):
+        one_line_error(run("convert", zoo, dst, "--overwrite"), "is the input", "never writes over")
+    assert (sha256_file(copy), sha256_file(zoo)) == (kept, source)
+    replaced = run("convert", zoo, copy, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert sha256_file(copy) != kept and "shufflenet_v1_g3_x0_5" in replaced.stdout
+    assert not list(tmp_path.glob(".*tmp-*"))

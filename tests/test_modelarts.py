@@ -18,16 +18,25 @@ import shutil
 from pathlib import Path
 
 
+def _local(path):  # obs:///tmp/x -> /tmp/x: the "bucket" is the local file system
+    return path.split("://", 1)[1] if "://" in path else path
+
+
 class file:  # the two calls of moxing.file the project uses
     @staticmethod
     def copy_parallel(src, dst):
-        shutil.copytree(src, dst, dirs_exist_ok=True)
+        shutil.copytree(_local(src), _local(dst), dirs_exist_ok=True)  # merges, as moxing does
 
     @staticmethod
     def copy(src, dst):
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, dst)
+        Path(_local(dst)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(_local(src), _local(dst))
 '''
+
+
+def obs(path) -> str:
+    """The fake OBS URL of a local path."""
+    return f"obs://{Path(path).resolve()}"
 
 
 @pytest.fixture()
@@ -38,11 +47,11 @@ def moxing_path(tmp_path):
     return folder
 
 
-def run_job(moxing_path, data, obs_out, cache):
+def run_job(moxing_path, data, obs_out, cache, *extra):
     env = {**os.environ, "PYTHONPATH": f"{moxing_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    args = ["--enable-modelarts", "--data-url", data, "--train-url", obs_out, "--cache-dir", cache,
+    args = ["--enable-modelarts", "--data-url", obs(data), "--train-url", obs(obs_out), "--cache-dir", cache,
             "--model", "shufflenet_v1_g3_x0_25", "--image-size", "32", "--batch-size", "6",
-            "--epochs", "1", "--num-workers", "1", "--no-export", "--lr", "0.01"]
+            "--epochs", "1", "--num-workers", "1", "--no-export", "--lr", "0.01", *extra]
     return subprocess.run([sys.executable, str(REPO / "train.py"), *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -51,7 +60,8 @@ def test_job_trains_on_the_cache_and_uploads_its_outputs(moxing_path, tmp_path):
     data = make_image_folder(tmp_path / "obs_data", train=6, val=2)
     result = run_job(moxing_path, data, tmp_path / "obs_out", tmp_path / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "cache" / "inputs" / "data" / "train" / "cat").is_dir()
+    [inputs] = (tmp_path / "cache").glob("inputs-*")  # this job's own folder
+    assert (inputs / "data" / "train" / "cat").is_dir()
     for name in ("final.ckpt", "best.ckpt", "train.log", "config.yaml", "metrics.csv"):
         assert (tmp_path / "obs_out" / name).is_file(), name
 
@@ -76,6 +86,8 @@ def test_without_moxing_the_job_explains_itself(tmp_path, monkeypatch):
 
 def test_other_ranks_wait_for_the_copier_with_a_time_out(tmp_path):
     token = "node:1234"
+    tmp_path = tmp_path / "job"
+    tmp_path.mkdir()
     with pytest.raises(ValueError, match="waited 0 s for the inputs"):
         wait_for_marker(tmp_path, token, timeout=0.3, poll=0.05)
     (tmp_path / DONE).write_text("node:999")  # left by an earlier job
@@ -100,6 +112,6 @@ def test_a_failed_copy_is_reported_to_the_waiting_ranks(tmp_path):
         raise OSError("OBS unreachable")
 
     with pytest.raises(OSError, match="OBS unreachable"):
-        sync_inputs(broken, {"data": "obs://x"}, tmp_path, True, 10, "node:1")
+        sync_inputs(broken, {"data": "obs://x"}, tmp_path / "job", True, 10, "node:1")
     with pytest.raises(ValueError, match="copying the inputs .* failed"):
-        wait_for_marker(tmp_path, "node:1", timeout=5, poll=0.05)
+        wait_for_marker(tmp_path / "job", "node:1", timeout=5, poll=0.05)

@@ -8,6 +8,7 @@ from conftest import fill_deterministic
 from mindspore import nn
 
 import shufflenet
+import shufflenet.models
 from shufflenet.engine.recalibrate import batchnorm_layers, recalibrate_batchnorm
 from shufflenet.utils.checkpoint import load_weights
 
@@ -130,9 +131,19 @@ def test_registered_model_changes_only_its_statistics():
     np.testing.assert_allclose(bn.moving_mean.asnumpy(), 0.9 * mean + 0.1 * batch_mean, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,size", [("mobilenet_v1_025", 32), ("mobilenet_v2_035", 32),
-                                       ("shufflenet_v2_x0_5", 32), ("shufflenet_v2_plus_small", 32),
-                                       ("xception", 71)])
+#: A model of every family with BatchNorm (SqueezeNet has none: recalibrating it is refused, below).
+WITH_BATCHNORM = [("shufflenet_v1_g3_x0_25", 32), ("mobilenet_v1_025", 32), ("mobilenet_v2_035", 32),
+                  ("shufflenet_v2_x0_5", 32), ("shufflenet_v2_plus_small", 32), ("xception", 71)]
+
+
+def test_the_cases_cover_every_family_with_batchnorm():
+    families = {shufflenet.models.family_of(name).name for name, _ in WITH_BATCHNORM}
+    assert sorted(families | {"squeezenet"}) == sorted(shufflenet.models.list_families())
+    with pytest.raises(ValueError, match="has no BatchNorm layers"):
+        batchnorm_layers(shufflenet.create_model("squeezenet1_1", num_classes=10))
+
+
+@pytest.mark.parametrize("name,size", WITH_BATCHNORM)
 def test_every_batchnorm_of_each_family_is_recalibrated(name, size):
     """One batch: each BatchNorm's statistics equal what one ordinary train step with reset
     statistics derives from its momentum, so no layer (nested or not) is missed."""

@@ -7,14 +7,14 @@ As timm's avg_checkpoints.py and torchvision's references do: every network weig
 moving statistics included, is averaged in float64 and stored in its own dtype; integer entries
 must be identical. Optimizer state (momentum buffers, step counter, learning rates, EMA or
 accumulation copies) and the epoch are dropped, the model description is kept, and the files
-averaged are recorded under "averaged_from": the output loads in `shufflenet eval`, `export`,
-`predict` and `train --pretrained` as final.ckpt does. All inputs must describe the same model.
+averaged are recorded by name (no folders, which would disclose the machine's paths) under
+"averaged_from": the output loads in `shufflenet eval`, `export`, `predict` and
+`train --pretrained` as final.ckpt does. All inputs must describe the same model.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -161,7 +161,7 @@ def write_average(output: Path, description: ModelDescription, means: dict[str, 
 
     params = [ms.Parameter(ms.Tensor(value), name=name, requires_grad=False) for name, value in means.items()]
     extra = {META_KEY: description.to_json(),
-             AVERAGED_KEY: json.dumps([os.fspath(path.resolve()) for path in inputs])}
+             AVERAGED_KEY: json.dumps([path.name for path in inputs])}  # names: no local paths leak
     return save_checkpoint(params, output, extra)
 
 

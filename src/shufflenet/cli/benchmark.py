@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..utils.cpu import ONEDNN_ISA_ENV, usable_cpus
+from ..utils.files import write_text
 
 #: (model, image size, batch, mode): the workloads of the full run.
 WORKLOADS = (
@@ -352,7 +353,6 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": command.strip(), "machine": machine, "results": rows}
     print(format_markdown(rows, machine))
     print("\n```json\n" + json.dumps(report, indent=1) + "\n```")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(report, out, indent=1)
+    if args.json:  # atomically: a link planted at the name is replaced, never written through
+        write_text(args.json, json.dumps(report, indent=1) + "\n")
     return 0 if not any(r.get("error") for r in rows) else 1

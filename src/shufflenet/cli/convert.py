@@ -19,10 +19,15 @@
 Optimizer state, step counters and EMA copies are dropped. A PyTorch file (.pth, .pth.tar, .pt,
 .bin, .safetensors) is matched against Megvii's, torchvision's and timm's names, a .ckpt against
 every MindSpore publisher's, so --source is needed only to insist on one.
+
+An existing DST is replaced only with --overwrite, and never when it is SRC itself (or a link to
+it); the checkpoint is written and compared in a scratch folder beside DST and moved over it
+only once the comparison passed.
 """
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from .common import add_option_flags, given_options, read_class_names, run_command
@@ -40,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("src", help="published weights: Megvii .pth.tar, torchvision .pth, timm .bin or "
                         ".safetensors, mindcv or tutorial/zoo .ckpt")
     parser.add_argument("dst", help="output MindSpore checkpoint (.ckpt)")
+    parser.add_argument("--overwrite", action="store_true", help="replace dst if it exists (never src)")
     parser.add_argument("--source", choices=ORIGINS,
                         help="publisher of src (default: recognised from its extension and names)")
     parser.add_argument("--model", help="expected model name (default: recognised from the weights)")
@@ -50,31 +56,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> None:
-    src, dst = Path(args.src), Path(args.dst)
+def check_paths(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse, before reading anything, a DST that is SRC (also through a link) or, without
+    --overwrite, any existing file."""
     if not src.is_file():
         raise ValueError(f"{src} does not exist")
     if dst.suffix != ".ckpt":
         raise ValueError(f"the output {dst} must end in .ckpt")
-    if src.resolve() == dst.resolve():
-        raise ValueError("src and dst are the same file; choose another output path")
+    if src.resolve() == dst.resolve() or (dst.exists() and os.path.samefile(src, dst)):
+        raise ValueError(f"{dst} is the input {src} itself; choose another output path (even "
+                         "--overwrite never writes over the input)")
+    if os.path.lexists(dst) and not overwrite:
+        raise ValueError(f"{dst} already exists; pass --overwrite to replace it, or choose another "
+                         "output path")
+
+
+def run(args: argparse.Namespace) -> None:
+    src, dst = Path(args.src), Path(args.dst)
+    check_paths(src, dst, args.overwrite)
     names = read_class_names(args.class_names)
     from ..engine.context import setup_context
     from ..lineages import compare_with_reference, convert_file
+    from ..utils.files import scratch_folder
 
     setup_context()
-    path, description, lineage = convert_file(src, dst, args.source, args.model, names, given_options(args))
-    print(f"wrote {path} from {lineage.origin} weights: {description.model}, "
+    with scratch_folder(dst.parent, dst.name) as scratch:  # DST changes only once checked
+        tmp, description, lineage = convert_file(src, scratch / dst.name, args.source, args.model, names,
+                                                 given_options(args))
+        if lineage.torch_reference and args.check_size:
+            diff = compare_with_reference(tmp, src, lineage, args.check_size)
+            print(f"logits vs the {lineage.origin} network in PyTorch at {args.check_size}px: "
+                  f"max |difference| {diff['max_abs_diff']:.3g} (relative {diff['max_relative_diff']:.3g})")
+            if diff["max_relative_diff"] > MAX_RELATIVE_DIFF:
+                raise ValueError(f"the conversion of {src} differs from the PyTorch network beyond "
+                                 f"{MAX_RELATIVE_DIFF:g} relative, so {dst} was not written; the "
+                                 "conversion is wrong, please report it")
+        os.replace(tmp, dst)
+    print(f"wrote {dst} from {lineage.origin} weights: {description.model}, "
           f"{description.num_classes} classes, "
           f"options {description.options}, preprocessing {description.preprocessing!r}")
-    if lineage.torch_reference and args.check_size:
-        diff = compare_with_reference(path, src, lineage, args.check_size)
-        print(f"logits vs the {lineage.origin} network in PyTorch at {args.check_size}px: "
-              f"max |difference| {diff['max_abs_diff']:.3g} (relative {diff['max_relative_diff']:.3g})")
-        if diff["max_relative_diff"] > MAX_RELATIVE_DIFF:
-            path.unlink()
-            raise ValueError(f"{path} (deleted) differs from the PyTorch network beyond "
-                             f"{MAX_RELATIVE_DIFF:g} relative; the conversion is wrong, please report it")
 
 
 def main(argv: list[str] | None = None) -> int:

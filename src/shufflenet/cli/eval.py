@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="MindSpore checkpoint (this project's, the tutorial's, the zoo's)")
     source.add_argument("--mindir", help="exported .mindir or .onnx (its sidecar JSON next to it)")
+    parser.add_argument("--trust-unverified-export", action="store_true",
+                        help="with --mindir: load a file whose sidecar records no SHA-256, unchecked")
     add_model_flags(parser, class_names=False)
     add_config_flags(parser, DATA_FLAGS, layered=False)
     parser.add_argument("--output", help="JSON file for the results (default: next to the model)")
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> dict:
     output = result_path(model_file, args.output)
     source = open_source(args.dataset, args.data_path, "val", args.skip_bad_images)
     ranks = setup_context(args.device_target, args.distributed)
-    predictor = open_model(model_file, args.model, args.num_classes, given_options(args))
+    predictor = open_model(model_file, args.model, args.num_classes, given_options(args),
+                           trust_unverified=args.trust_unverified_export)
     description = predictor.description
     if args.mindir and args.image_size not in (None, description.image_size):
         raise ValueError(f"{model_file} was exported for {description.image_size}px inputs; drop "

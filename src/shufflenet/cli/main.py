@@ -16,6 +16,7 @@ COMMANDS = {
     "convert": ("convert", "import Megvii's, torchvision's, timm's, mindcv's, the tutorial's or the "
                            "zoo's weights"),
     "average-checkpoints": ("average", "average a run's last epoch checkpoints (or any of one model)"),
+    "build-kernels": ("build_kernels", "build the C++ CPU kernels into a cache, or fill a shared one"),
 }
 
 

@@ -2,7 +2,9 @@
 
 Images are preprocessed as the model's sidecar JSON (exported files) or stored description
 (checkpoints) records, and the top classes are printed with their probabilities. A file that
-is not an image is reported on stderr and skipped; the exit status is then 1.
+is not an image, or one too large to decode safely (`data.images.MAX_PIXELS`), is reported
+on stderr in one line and skipped, and the others are still classified; the exit status is
+then 1. Names and paths are printed with control characters escaped.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import list_images, load_image, preprocess_image
+from ..models.description import MAX_CLASS_NAME, printable
 from .common import add_model_flags, describe_overrides, given_options, run_command
 
 PROG = "shufflenet predict"
@@ -53,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, help="checkpoints only: input side (default: recorded)")
     parser.add_argument("--preprocessing", choices=tuple(PRESETS),
                         help="checkpoints only: input convention (default: recorded)")
+    parser.add_argument("--trust-unverified-export", action="store_true",
+                        help="exported files only: load one whose sidecar records no SHA-256 "
+                        "(written before export recorded it), unchecked")
     add_model_flags(parser)
     return parser
 
@@ -68,7 +74,8 @@ def open_predictor(model_file: Path, args: argparse.Namespace):
         raise ValueError(f"{', '.join(overrides)} apply to checkpoints; {model_file.name} is used as "
                          "exported (its sidecar records all of that)")
     setup_context()
-    predictor = open_model(model_file, args.model, args.num_classes, given_options(args))
+    predictor = open_model(model_file, args.model, args.num_classes, given_options(args),
+                           trust_unverified=args.trust_unverified_export)
     predictor.description = describe_overrides(predictor.description, args)
     if predictor.network is not None:  # a checkpoint: its input follows the description
         predictor.preprocessing = predictor.description.preset
@@ -89,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
     top_k = min(args.top_k, predictor.description.num_classes)
     for file, result in classify(predictor, files, top_k, args.batch_size):
         if isinstance(result, ValueError):
-            print(f"{PROG}: {result}; skipped", file=sys.stderr)
+            print(f"{PROG}: {printable(result, 400)}; skipped", file=sys.stderr, flush=True)
             skipped += 1
             continue
-        print(file)
+        print(printable(file, 400))
         for rank, (name, prob) in enumerate(result, 1):
-            print(f"  {rank}. {name:<24} {prob:.4f}")
+            print(f"  {rank}. {printable(name, MAX_CLASS_NAME):<24} {prob:.4f}")
     return 1 if skipped else 0
 
 

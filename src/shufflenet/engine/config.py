@@ -133,6 +133,8 @@ class Config:
     train_url: Optional[str] = field(default=None, metadata={"help": "OBS folder for the outputs"})
     checkpoint_url: Optional[str] = field(
         default=None, metadata={"help": "OBS checkpoint to start from (as --pretrained)"})
+    checkpoint_sha256: Optional[str] = field(
+        default=None, metadata={"help": "expected SHA-256 of checkpoint_url's file, checked after the copy"})
     cache_dir: str = field(default="/cache", metadata={"help": "local copy of the OBS inputs"})
     sync_timeout: float = field(
         default=3600.0, metadata={"help": "seconds a rank waits for its node's input copy"})

@@ -4,11 +4,20 @@ As in the model zoo, `data_url`, `train_url` and `checkpoint_url` name OBS locat
 job trains on a local cache. `moxing` exists only on ModelArts, so it is imported when a job
 asks for it. One process per node copies the inputs; the node's other ranks wait for its
 "done" marker, with a time-out, and a failed copy is reported to them instead of awaited.
+
+The URLs must be OBS (`obs://`, or `s3://`, which moxing also reads): anything else, a local
+path included, is refused before moxing sees it. Each job copies into a folder of its own under
+`cache_dir` (`inputs-<job>`, and `outputs-<job>`), the inputs emptied first, so files an
+earlier job left there never join the dataset nor its uploaded outputs; a copied checkpoint
+is checked against `checkpoint_sha256` when one is given.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -19,6 +28,10 @@ from typing import Callable
 from .config import Config
 
 DONE, FAILED = ".sync_done", ".sync_failed"
+#: URL schemes moxing is given: OBS, under either of its names.
+SCHEMES = ("obs://", "s3://")
+#: Local name of the copied checkpoint.
+CHECKPOINT = "checkpoint.ckpt"
 
 
 def _moxing():
@@ -60,20 +73,60 @@ def wait_for_marker(folder: Path, token: str, timeout: float, poll: float = 1.0)
                      "--sync-timeout if the dataset is that large, or check the first rank's log")
 
 
-def sync_inputs(copy: Callable[[str, str], None], sources: dict[str, str], cache: Path,
-                is_copier: bool, timeout: float, token: str) -> None:
-    """Copy each `name -> url` into `cache/name` (copier) or wait for that copy (other ranks)."""
-    cache.mkdir(parents=True, exist_ok=True)
+def check_urls(config: Config) -> None:
+    """Refuse, before moxing is imported, any URL that is not OBS (a local path or another
+    scheme would be read or written by moxing as given) and a malformed checkpoint digest."""
+    for key in ("data_url", "checkpoint_url", "train_url"):
+        url = getattr(config, key)
+        if url is not None and not (isinstance(url, str) and url.startswith(SCHEMES) and url.partition("://")[2]):
+            raise ValueError(f"--{key.replace('_', '-')} must be an {' or '.join(SCHEMES)} URL, got "
+                             f"{url!r:.120}; name the OBS location")
+    digest = config.checkpoint_sha256
+    if digest is not None and (config.checkpoint_url is None or not re.fullmatch("[0-9a-fA-F]{64}", digest)):
+        raise ValueError(f"--checkpoint-sha256 must be 64 hex digits and comes with --checkpoint-url, got "
+                         f"{digest!r:.120}")
+
+
+def job_folder(cache: Path, token: str, kind: str = "inputs") -> Path:
+    """This job's own `inputs` (or `outputs`) folder: named after its token, so no two jobs
+    share one."""
+    return cache / f"{kind}-{hashlib.sha256(token.encode()).hexdigest()[:16]}"
+
+
+def sync_inputs(copy: Callable[[str, str], None], sources: dict[str, str], folder: Path,
+                is_copier: bool, timeout: float, token: str, checkpoint_sha256: str | None = None) -> None:
+    """Copy each `name -> url` into `folder/name` (copier) or wait for that copy (other ranks).
+
+    The copier empties `folder` first: files left there by an earlier job would otherwise join
+    the dataset (moxing's parallel copy merges into what exists).
+    """
     if not is_copier:
-        wait_for_marker(cache, token, timeout)
+        wait_for_marker(folder, token, timeout)
         return
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     try:
         for name, url in sources.items():
-            copy(url, str(cache / name))
+            copy(url, str(folder / name))
+        if checkpoint_sha256:
+            check_checkpoint(folder / CHECKPOINT, sources.get(CHECKPOINT, ""), checkpoint_sha256)
     except BaseException:
-        (cache / FAILED).write_text(token)
+        (folder / FAILED).write_text(token)
         raise
-    (cache / DONE).write_text(token)
+    (folder / DONE).write_text(token)
+
+
+def check_checkpoint(path: Path, url: str, expected: str) -> None:
+    """The copied checkpoint must be the one the job names: its CRC only shows it is intact."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected.lower():
+        raise ValueError(f"{url} (copied to {path}) has SHA-256 {digest.hexdigest()}, not the "
+                         f"{expected.lower()} of --checkpoint-sha256: it is another file or was changed; "
+                         "check checkpoint_url and the digest")
 
 
 @contextmanager
@@ -86,27 +139,29 @@ def modelarts_session(config: Config, rank: int, local_rank: int) -> Iterator[Co
     if not config.enable_modelarts:
         yield config
         return
+    check_urls(config)
     mox = _moxing()
     cache = Path(config.cache_dir)
     sources = {}
     if config.data_url:
         sources["data"] = config.data_url
     if config.checkpoint_url:
-        sources["checkpoint.ckpt"] = config.checkpoint_url
+        sources[CHECKPOINT] = config.checkpoint_url
 
     def copy(url: str, local: str) -> None:
-        if url.endswith(".ckpt"):
+        if local.endswith(CHECKPOINT):  # one file, whatever its URL's suffix
             mox.file.copy(url, local)
         else:
             mox.file.copy_parallel(url, local)
 
-    sync_inputs(copy, sources, cache / "inputs", local_rank == 0, config.sync_timeout, job_token())
+    token = job_token()
+    inputs = job_folder(cache, token)
+    sync_inputs(copy, sources, inputs, local_rank == 0, config.sync_timeout, token, config.checkpoint_sha256)
     local = dataclasses.replace(
         config,
-        data_path=str(cache / "inputs" / "data") if config.data_url else config.data_path,
-        pretrained=(str(cache / "inputs" / "checkpoint.ckpt") if config.checkpoint_url
-                    else config.pretrained),
-        output_dir=str(cache / "outputs") if config.train_url else config.output_dir,
+        data_path=str(inputs / "data") if config.data_url else config.data_path,
+        pretrained=str(inputs / CHECKPOINT) if config.checkpoint_url else config.pretrained,
+        output_dir=str(job_folder(cache, token, "outputs")) if config.train_url else config.output_dir,
     )
     try:
         yield local

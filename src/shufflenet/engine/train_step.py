@@ -104,7 +104,12 @@ class TrainStep(nn.TrainOneStepWithLossScaleCell):
 
     def construct(self, images: Tensor, labels: Tensor) -> Tensor:
         loss = self.network(images, labels)
-        status, scale = self.start_overflow_check(loss, self.scale_sense)
+        # MindSpore's float-status check only where its status is read (dynamic scaling off CPU):
+        # an unread status is an isolated side-effect node, which the compiler warns it drops.
+        if self.dynamic and not self.on_cpu:
+            status, scale = self.start_overflow_check(loss, self.scale_sense)
+        else:
+            status, scale = None, self.scale_sense
         sens = ops.ones_like(loss) * F.cast(scale, F.dtype(loss))
         grads = self.grad(self.network, self.weights)(images, labels, sens)
         if self.scaled:

@@ -8,6 +8,7 @@ steps per epoch are resolved once, in `build_run`, before any pipeline exists.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -35,21 +36,15 @@ from ..data import (
 from ..data.sources import ArraySource, ImageFileSource
 from ..inference import from_network, read_weights
 from ..kernels import KernelUnavailable, use_cpu_kernels
-from ..models import META_KEY, ModelDescription, create_model, describe, read_description
+from ..models import META_KEY, ModelDescription, create_model, describe, head_prefix, read_description
 from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint, scalar
-from ..utils.files import atomic_path, write_text
+from ..utils.files import atomic_path, open_for_append, write_text
 from .config import TRAIN_PIPELINE_KEYS, Config, save_config
 from .context import Ranks
 from .evaluator import all_reduce_sum, evaluate
 from .optim import build_optimizer
 from .recalibrate import batchnorm_layers, recalibrate_batchnorm
-from .run_folder import (
-    checkpoint_path,
-    choose_output_dir,
-    epoch_checkpoints,
-    remove_leftovers,
-    resolve_resume,
-)
+from .run_folder import RunFolder, checkpoint_path, claim_output_dir, epoch_checkpoints, resolve_resume
 from .schedule import lr_schedule
 from .train_step import STATE_PREFIXES, TrainStep, WithLoss, ema_parameters, swapped
 
@@ -63,24 +58,38 @@ def resolve_amp_level(config: Config) -> str:
 
 
 class Logger:
-    """Progress on stdout (a live bar on a terminal) and in `train.log`; rank 0 only."""
+    """Progress on stdout (a live bar on a terminal) and in `train.log`; rank 0 only.
+
+    Lines reach `train.log` from `start()` on (the run's checks passed; earlier lines are
+    written then), so a refused run leaves no log; the log is never opened through a link.
+    """
 
     def __init__(self, log_file: Path | None, enabled: bool = True) -> None:
         self.enabled = enabled
         self.tty = sys.stdout.isatty()
         self.console = True
         self.log_file = log_file
-        if enabled and log_file:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pending: list[str] | None = []  # None once started
 
     def __call__(self, line: str) -> None:
         if not self.enabled:
             return
         if self.console:
             self._print(("\r\033[K" if self.tty else "") + line + "\n")
-        if self.log_file:
-            with open(self.log_file, "a") as handle:
-                handle.write(line + "\n")
+        if self.log_file and self.pending is not None:
+            self.pending.append(line)
+        elif self.log_file:
+            self._write([line])
+
+    def start(self) -> None:
+        """Write the lines held back so far, and every later one as it comes."""
+        lines, self.pending = self.pending or [], None
+        if self.enabled and self.log_file and lines:
+            self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
+        with open_for_append(self.log_file) as handle:
+            handle.write("".join(line + "\n" for line in lines))
 
     def bar(self, line: str) -> None:
         if self.enabled and self.tty and self.console:
@@ -119,6 +128,7 @@ class Run:
     best_top1: float = -1.0
     resumed_from: Optional[Path] = None
     started: float = 0.0  # time.time() when training began, for the ETA
+    folder: Optional[RunFolder] = None  # rank 0: the claimed output folder, released at the end
 
     @property
     def out(self) -> Path:
@@ -134,20 +144,21 @@ def train(config: Config, ranks: Ranks | None = None, log: Callable[[str], None]
     """Train, evaluate, checkpoint and export as `config` says; returns the final metrics.
 
     `default_folder`: `config.output_dir` is the recipe's, not the user's choice (see
-    `run_folder.choose_output_dir`).
+    `run_folder.claim_output_dir`).
     """
     ranks = ranks or Ranks()
     run = build_run(config, ranks, log, default_folder)
-    try:
-        final = train_epochs(run)
-        if config.bn_recalibrate:
-            final = recalibrate(run)
-    except KeyboardInterrupt:
-        found = epoch_checkpoints(run.out)
-        where = f"the last checkpoint is {found[-1]}" if found else "no epoch finished"
-        raise Interrupted(f"interrupted: {where}; continue with --resume auto --output-dir {run.out}"
-                          ) from None
-    return finish(run, final) if ranks.is_main else final
+    with run.folder or contextlib.nullcontext():
+        try:
+            final = train_epochs(run)
+            if config.bn_recalibrate:
+                final = recalibrate(run)
+        except KeyboardInterrupt:
+            found = epoch_checkpoints(run.out)
+            where = f"the last checkpoint is {found[-1]}" if found else "no epoch finished"
+            raise Interrupted(f"interrupted: {where}; continue with --resume auto --output-dir {run.out}"
+                              ) from None
+        return finish(run, final) if ranks.is_main else final
 
 
 def train_epochs(run: Run) -> dict:
@@ -173,20 +184,30 @@ def train_epochs(run: Run) -> dict:
 
 def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = None,
               default_folder: bool = False) -> Run:
+    """Claim the output folder (rank 0, the only writer: the other ranks keep the folder they
+    were given), then build the run in it; a run refused meanwhile leaves nothing there."""
+    notes: list[str] = []  # logged once the log exists
+    folder = claim_output_dir(config, default_folder, notes.append) if ranks.is_main else None
+    try:
+        return _build_run(folder.config if folder else config, ranks, log, notes, folder)
+    except BaseException:
+        if folder is not None:
+            folder.abandon()
+        raise
+
+
+def _build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None, notes: list[str],
+               folder: RunFolder | None) -> Run:
     """Open the data, resolve the inputs, build network and optimizer, restore a resumed run.
 
-    Everything that can be wrong with the inputs is found here, before any compilation.
+    Everything that can be wrong with the inputs is found here, before any compilation and
+    before anything is written.
     """
-    notes: list[str] = []  # logged once the log exists: nothing is created before these checks
-    if ranks.is_main:  # the only writer: the other ranks keep the folder they were given
-        config = choose_output_dir(config, default_folder, notes.append)
     resume_from = resolve_resume(config, notes.append)
     logger = Logger(Path(config.output_dir) / "train.log" if ranks.is_main else None, ranks.is_main)
     log = log or logger
     for note in notes:
         log(note)
-    if ranks.is_main:
-        remove_leftovers(config.output_dir, log)
     train_source = open_source(config.dataset, config.data_path, "train", config.skip_bad_images)
     val_source = open_source(config.dataset, config.data_path, "val", config.skip_bad_images)
     resume_params = read_checkpoint(resume_from) if resume_from else None
@@ -204,7 +225,8 @@ def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = 
         except ValueError as err:
             raise ValueError(f"--bn-recalibrate: {err}") from None
     if pretrained_params is not None:
-        reset = load_weights(net, pretrained_params, skip_classifier_mismatch=True, source=config.pretrained)
+        reset = load_weights(net, pretrained_params, new_head=head_prefix(config.model),
+                             source=config.pretrained)
         log(f"pretrained weights from {config.pretrained}" + (f" (new classifier: {reset})" if reset else ""))
     lrs = lr_schedule(config.lr, config.min_lr, config.epochs, steps, config.warmup_epochs, config.scheduler,
                       config.decay_epochs, config.decay_rate, config.milestones)
@@ -213,7 +235,7 @@ def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = 
                                 config.opt, config.eps)
     train_net = build_train_network(net, optimizer, config, amp_level, train_spec.soft_targets)
     run = Run(config, ranks, logger, log, train_source, val_source, train_spec, val_spec, description,
-              steps, lrs, net, optimizer, train_net, amp_level)
+              steps, lrs, net, optimizer, train_net, amp_level, folder=folder)
     if resume_params is not None:
         run.start_epoch = _restore(run, resume_params, resume_from)
         run.best_top1 = best_score(run.out)
@@ -221,7 +243,9 @@ def build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None = 
         log(f"resumed from {resume_from} at epoch {run.start_epoch}")
     if ranks.size > 1:
         _check_ranks_agree(run.start_epoch, ranks.size)
-    if ranks.is_main:
+    if folder is not None:  # the checks passed: from here on the run writes
+        folder.start(log)
+        logger.start()
         save_config(config, run.out / "config.yaml")
     log(f"{config.model}: {train_source.kind} ({len(train_source)} train / {len(val_source)} val images, "
         f"{description.num_classes} classes) at {description.image_size}px, batch {config.batch_size} x "

@@ -11,11 +11,14 @@ MindSpore on CPU); ONNX exports keep them, since onnxruntime fuses them itself a
 unfolded graph faster (1.9-2.4x PyTorch eager against 1.2-1.9x folded: the folded graph adds each
 per-group convolution's bias after the concatenation). The check compares with the unfolded
 network either way.
+
+The file and its sidecar are written and checked in a private scratch folder beside the target
+and replaced together (`sidecar.replace_export`): a kill at any moment leaves the old pair or the
+new one, and the next export, run, `predict` or `eval` there finishes or removes what it left.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,11 @@ from mindspore import Tensor, nn
 
 from ..data.presets import Preprocessing
 from ..inference import build_network, run_exported
-from ..inference.sidecar import make_sidecar, write_sidecar
+from ..inference.sidecar import finish_interrupted_exports, make_sidecar, replace_export, write_sidecar
 from ..models import ModelDescription, model_options
 from ..models.fast_ops import fold_batchnorm
 from ..utils.checkpoint import load_weights
+from ..utils.files import scratch_folder
 from .portable_pools import portable_pools
 
 FORMATS = ("MINDIR", "AIR", "ONNX")
@@ -163,6 +167,7 @@ def export_model(
     fold_bn = fmt in FOLDED_BY_DEFAULT if fold_bn is None else fold_bn
     path = export_path(file_name, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
+    finish_interrupted_exports(path)
     graph = export_graph(net, description, fold_bn, bias_add=fmt != "ONNX")
     size = description.image_size
     shape = [None if batch_size == DYNAMIC_BATCH else batch_size, 3, size, size]
@@ -170,27 +175,34 @@ def export_model(
         np.zeros(shape, np.float32))
     batches = DYNAMIC_PROBE_BATCHES if batch_size == DYNAMIC_BATCH else (batch_size,)
     # Written and checked in a scratch folder beside the target (MindSpore's ONNX export chmods
-    # the folder it writes to), then moved into place: a failed export leaves nothing behind.
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
-        written = Path(scratch) / path.name
-        with portable_pools(graph):
-            ms.export(graph, spec, file_name=str(written)[: -len(EXTENSIONS[fmt])], file_format=fmt)
-            checked, checked_fmt = written, fmt
-            if fmt == "AIR":  # MindSpore cannot load AIR: check a MINDIR of the same graph instead
-                checked, checked_fmt = Path(scratch) / "twin.mindir", "MINDIR"
-                ms.export(graph, spec, file_name=str(checked)[: -len(".mindir")], file_format="MINDIR")
-        was_training = net.training
-        net.set_train(False)
-        try:
-            verification = verify_export(net, checked, checked_fmt, batches, size, description.preset,
-                                         tolerance)
-        finally:
-            net.set_train(was_training)
+    # the folder it writes to), then moved into place with its sidecar: a failed export leaves
+    # nothing behind.
+    with scratch_folder(path.parent, path.name) as scratch:
+        written = scratch / path.name
+        verification = _export_and_verify(net, graph, spec, written, fmt, batches, size, description,
+                                          tolerance)
         verification["batchnorm_folded"] = fold_bn
-        sidecar = make_sidecar(description, fmt, written, shape, verification, ms.__version__)
-        os.replace(written, path)
-    write_sidecar(path, sidecar)
+        write_sidecar(written, make_sidecar(description, fmt, written, shape, verification, ms.__version__))
+        replace_export(written, path)
     return path
+
+
+def _export_and_verify(net: nn.Cell, graph: nn.Cell, spec: Tensor, written: Path, fmt: str,
+                       batches: tuple[int, ...], size: int, description: ModelDescription,
+                       tolerance: float) -> dict[str, Any]:
+    """`graph` exported to `written` and compared with `net` (in inference mode meanwhile)."""
+    with portable_pools(graph):
+        ms.export(graph, spec, file_name=str(written)[: -len(EXTENSIONS[fmt])], file_format=fmt)
+        checked, checked_fmt = written, fmt
+        if fmt == "AIR":  # MindSpore cannot load AIR: check a MINDIR of the same graph instead
+            checked, checked_fmt = written.parent / "twin.mindir", "MINDIR"
+            ms.export(graph, spec, file_name=str(checked)[: -len(".mindir")], file_format="MINDIR")
+    was_training = net.training
+    net.set_train(False)
+    try:
+        return verify_export(net, checked, checked_fmt, batches, size, description.preset, tolerance)
+    finally:
+        net.set_train(was_training)
 
 
 def export_graph(net: nn.Cell, description: ModelDescription, fold_bn: bool,

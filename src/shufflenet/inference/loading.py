@@ -16,7 +16,15 @@ from typing import Any
 import mindspore as ms
 from mindspore import nn
 
-from ..models import META_KEY, ModelDescription, create_model, describe, read_description, recognise
+from ..models import (
+    META_KEY,
+    ModelDescription,
+    classes_in,
+    create_model,
+    describe,
+    read_description,
+    recognise,
+)
 from ..utils.checkpoint import load_weights, read_checkpoint
 
 
@@ -40,7 +48,7 @@ def describe_checkpoint(
         except ValueError:
             if model is None:
                 raise
-            description = describe(model, num_classes or _classes_in(params, source))
+            description = describe(model, num_classes or classes_in(model, parameter_shapes(params), source))
     changes: dict[str, Any] = {"options": dict(options or {})}
     if model is not None:
         changes["model"] = model
@@ -88,8 +96,3 @@ def read_weights(ckpt: str | os.PathLike) -> dict[str, Any]:
     converted, description = lineage.convert(state, str(ckpt), {})
     return {**{key: ms.Tensor(value) for key, value in converted.items()}, META_KEY: description.to_json()}
 
-
-def _classes_in(params: Mapping[str, Any], source: str) -> int:
-    if "classifier.weight" not in params:
-        raise ValueError(f"{source} has no classifier.weight; pass --num-classes")
-    return int(params["classifier.weight"].shape[0])

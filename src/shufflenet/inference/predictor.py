@@ -8,6 +8,8 @@ models through this module.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from mindspore import nn
 from ..data.presets import Preprocessing
 from ..models import ModelDescription
 from .loading import load_network
-from .sidecar import read_sidecar, sidecar_description, sidecar_preprocessing
+from .sidecar import read_exported, read_sidecar, sidecar_description, sidecar_path, sidecar_preprocessing
 
 Runner = Callable[[np.ndarray], np.ndarray]
 #: File suffix -> format of the files a predictor opens.
@@ -55,20 +57,18 @@ def network_runner(net: nn.Cell) -> Runner:
     return lambda images: net(ms.Tensor(images)).asnumpy()
 
 
-def exported_runner(path: str | os.PathLike, fmt: str, threads: int = 0) -> Runner:
+def exported_runner(path: str | os.PathLike, fmt: str, threads: int = 0, data: bytes | None = None) -> Runner:
     """Run a MINDIR through `nn.GraphCell` or an ONNX file through onnxruntime (`threads`
-    intra-op threads; 0: onnxruntime's default, one per physical core)."""
-    if fmt == "MINDIR":
-        import mindspore as ms
+    intra-op threads; 0: onnxruntime's default, one per physical core).
 
-        try:
-            graph = ms.load(str(path))
-        except (RuntimeError, ValueError) as err:
-            raise ValueError(f"{path} is not a MINDIR MindSpore {ms.__version__} can load "
-                             f"({_first_line(err)}); re-export it") from None
-        return network_runner(nn.GraphCell(graph))
-    if fmt != "ONNX":
+    `data`: the file's bytes, already checked against its sidecar (else read here once). The
+    runtime loads these bytes, never the path again, so what was checked is what runs.
+    """
+    if fmt not in ("MINDIR", "ONNX"):
         raise ValueError(f"{path}: no runtime here for {fmt} files")
+    data = Path(path).read_bytes() if data is None else data
+    if fmt == "MINDIR":
+        return network_runner(nn.GraphCell(_load_mindir(data, path)))
     try:
         import onnxruntime
     except ImportError:
@@ -76,12 +76,30 @@ def exported_runner(path: str | os.PathLike, fmt: str, threads: int = 0) -> Runn
     try:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
         raise ValueError(f"{path} is not an ONNX model onnxruntime can load ({_first_line(err)}); "
                          "re-export it") from None
     name = session.get_inputs()[0].name
     return lambda images: session.run(None, {name: images})[0]
+
+
+def _load_mindir(data: bytes, path: str | os.PathLike):
+    """A MINDIR graph from `data`: `ms.load` reads only a path, so it gets a private copy in a
+    fresh 0700 folder (no other user can swap it), removed once loaded."""
+    import mindspore as ms
+
+    folder = tempfile.mkdtemp(prefix="shufflenet-mindir-")
+    try:
+        copy = os.path.join(folder, "model.mindir")
+        with open(copy, "xb") as handle:
+            handle.write(data)
+        return ms.load(copy)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{path} is not a MINDIR MindSpore {ms.__version__} can load "
+                         f"({_first_line(err)}); re-export it") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_exported(path: str | os.PathLike, fmt: str, inputs: np.ndarray) -> np.ndarray:
@@ -100,18 +118,26 @@ def open_checkpoint(path: str | os.PathLike, model: str | None = None, num_class
     return from_network(net, description)
 
 
-def open_export(path: str | os.PathLike, threads: int = 0) -> Predictor:
-    """A `.mindir` or `.onnx` file, fed as its sidecar says (`threads`: onnxruntime's)."""
+def open_export(path: str | os.PathLike, threads: int = 0, trust_unverified: bool = False) -> Predictor:
+    """A `.mindir` or `.onnx` file, fed as its sidecar says (`threads`: onnxruntime's).
+
+    The sidecar is read and bounded first, then the file's bytes are checked against it and
+    loaded (`trust_unverified`: accept a sidecar that records no SHA-256).
+    """
     fmt = file_format(path)
     sidecar = read_sidecar(path)
+    description = sidecar_description(sidecar, str(sidecar_path(path)))
+    preprocessing = sidecar_preprocessing(sidecar)
     fixed = sidecar["input_shape"][0]
-    return Predictor(exported_runner(path, fmt, threads), sidecar_description(sidecar, str(path)),
-                     sidecar_preprocessing(sidecar), int(fixed) if fixed else None)
+    data = read_exported(path, sidecar, trust_unverified)
+    return Predictor(exported_runner(path, fmt, threads, data), description, preprocessing,
+                     int(fixed) if fixed else None)
 
 
 def open_model(path: str | os.PathLike, model: str | None = None, num_classes: int | None = None,
-               options: Mapping[str, Any] | None = None) -> Predictor:
-    """A checkpoint (the arguments may override its description) or an exported file."""
+               options: Mapping[str, Any] | None = None, trust_unverified: bool = False) -> Predictor:
+    """A checkpoint (the arguments may override its description) or an exported file
+    (`trust_unverified`: see `open_export`)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model file {path} does not exist")
@@ -122,7 +148,7 @@ def open_model(path: str | os.PathLike, model: str | None = None, num_classes: i
     if given:
         raise ValueError(f"{', '.join(given)} apply to checkpoints; {path.name} is used as exported "
                          "(its sidecar records all of that)")
-    return open_export(path)
+    return open_export(path, trust_unverified=trust_unverified)
 
 
 def _first_line(err: BaseException) -> str:

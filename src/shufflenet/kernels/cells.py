@@ -23,6 +23,8 @@ def _pair(value) -> tuple[int, int]:
 
 
 def _custom(name: str, function: str, out_shape, out_dtype, bprop=None) -> ops.Custom:
+    """An aot operator on `function` of kernel `name`'s library: the private, checked copy that
+    `kernel_library` hands over (never the cache's file, which could change after the check)."""
     return ops.Custom(f"{kernel_library(name)}:{function}", out_shape, out_dtype, "aot", bprop=bprop)
 
 
@@ -190,6 +192,7 @@ def use_cpu_kernels(net: nn.Cell, threads: int | None = None) -> dict[str, int]:
     for name in KERNELS:  # all or nothing: a build failure leaves the network as it was
         kernel_library(name)
     swapped = {"depthwise convolutions": 0, "pools": 0, "batch norms": 0}
+    names = {id(param): param.name for param in net.get_parameters()}
     for _, parent in list(net.cells_and_names()):
         if _uses_training_primitive(parent):
             kernel = CpuBatchNormTrain(parent.bn_train, threads)
@@ -205,4 +208,14 @@ def use_cpu_kernels(net: nn.Cell, threads: int | None = None) -> dict[str, int]:
             else:
                 setattr(parent, name, new)
             swapped["pools" if isinstance(new, CpuPool2d) else "depthwise convolutions"] += 1
+    _restore_names(net, names)
     return swapped
+
+
+def _restore_names(net: nn.Cell, names: dict[int, str]) -> None:
+    """Give every parameter back the name it had before the swap. Setting a new cell as an
+    attribute re-prefixes its parameters with that attribute alone (an Xception separable
+    convolution's depthwise weight would become `conv1.weight`, clashing across blocks), and
+    checkpoints, optimizers and EMA all key on these names."""
+    for param in net.get_parameters():
+        param.name = names[id(param)]

@@ -2,19 +2,21 @@
 and saving a verified checkpoint."""
 from __future__ import annotations
 
-import json
+import math
 import os
 import pickle
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import mindspore as ms
 import numpy as np
 
 from ..inference import build_network
 from ..models import META_KEY, ModelDescription, recognise
+from ..models.description import UNSAFE_CHARS, parse_json, printable
 from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 
 #: name -> float32 array: a source file's tensors, whatever framework wrote it.
@@ -83,57 +85,135 @@ def read_torch_checkpoint(path: str | os.PathLike) -> StateDict:
     """A PyTorch checkpoint's tensors by name, without `module.` prefixes, as float32 arrays.
 
     Accepts `{'state_dict': {...}}` (Megvii's release) or a bare state dict. Loading uses
-    `weights_only=True`: a file that needs arbitrary pickled objects is refused, not run.
+    `weights_only=True`: a file that needs arbitrary pickled objects is refused, not run, and
+    the refusal names the callable it wanted.
     """
     try:
         import torch
     except ImportError:
         raise ValueError('reading PyTorch checkpoints needs PyTorch: pip install -e ".[torch]"') from None
 
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): its download or copy failed; fetch the publisher's "
+                         "released file again")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except _UNREADABLE as err:
-        first_line = (str(err).strip().splitlines() or [""])[0]
-        raise ValueError(
-            f"{path} is not a PyTorch checkpoint that loads with weights_only=True "
-            f"({type(err).__name__}: {first_line[:200]}); pass the publisher's released file"
-        ) from None
+        raise ValueError(_torch_refusal(path, err)) from None
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict) or not state:
         raise ValueError(f"{path} holds no state dict; expected {{'state_dict': {{'module.…': tensor}}}}")
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    _check_names(path, tensors)
     return {_strip_module(key): value.detach().cpu().numpy().astype(np.float32)
-            for key, value in state.items() if isinstance(value, torch.Tensor)}
+            for key, value in tensors.items()}
+
+
+def _torch_refusal(path: Path, err: BaseException) -> str:
+    """Why torch.load refused `path`, in one line: the callable its pickle wanted to run (torch
+    names it `GLOBAL module.name`), a file cut short, or torch's own first line."""
+    blocked = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if blocked:
+        return (f"{path}: shufflenet refuses to run pickled code: {blocked.group(1)} (PyTorch files are "
+                "read with weights_only=True, tensors and plain containers only); pass the publisher's "
+                "released weights file")
+    if isinstance(err, EOFError):
+        return f"{path} ends early ({path.stat().st_size} bytes): it is cut short; fetch it again"
+    detail = re.search(r"Unsupported[^\n]*", str(err))  # the weights-only unpickler's reason
+    first_line = detail.group() if detail else (str(err).strip().splitlines() or [""])[0]
+    return (f"{path} is not a PyTorch checkpoint that loads with weights_only=True "
+            f"({type(err).__name__}: {printable(first_line, 200)}); pass the publisher's released file")
+
+
+def _check_names(path: Path, state: dict) -> None:
+    """Entry names are printed in later messages: strings, short, without control characters."""
+    for name in state:
+        if not isinstance(name, str) or len(name) > MAX_ENTRY_NAME or UNSAFE_CHARS.search(name):
+            raise ValueError(f"{path}: the entry name {printable(repr(name), 80)} is not a short printable "
+                             "string; pass the publisher's released file")
 
 
 #: safetensors dtype -> numpy's (little-endian); bfloat16 is widened by hand (numpy has none).
 _SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+#: Largest safetensors header read (bytes): the format's own limit, as its reference reader sets.
+MAX_SAFETENSORS_HEADER = 100_000_000
+#: Most dimensions of a tensor (the networks here use 4), and the longest entry name.
+MAX_TENSOR_DIMS, MAX_ENTRY_NAME = 8, 256
 
 
 def read_safetensors(path: str | os.PathLike) -> StateDict:
     """The floating-point tensors of a `.safetensors` file (Hugging Face's format, which timm's
     releases use) as float32 arrays, read with numpy alone: a little-endian u64 header length, a
     JSON header of {name: dtype, shape, data_offsets}, then the raw data. Integer entries
-    (`num_batches_tracked`) are left out."""
-    data = Path(path).read_bytes()
-    try:
-        (length,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8:8 + length])
-        body = data[8 + length:]
-        state = {}
-        for name, info in header.items():
-            if name == "__metadata__" or info["dtype"] not in _SAFETENSORS_DTYPES:
-                continue
-            start, end = info["data_offsets"]
-            if not 0 <= start <= end <= len(body):
-                raise ValueError(f"tensor {name} lies outside the file")
-            raw = np.frombuffer(body[start:end], _SAFETENSORS_DTYPES[info["dtype"]])
-            if info["dtype"] == "BF16":
-                raw = (raw.astype(np.uint32) << 16).view(np.float32)
-            state[_strip_module(name)] = raw.astype(np.float32).reshape(info["shape"])
-    except (struct.error, ValueError, KeyError, TypeError) as err:  # json's errors are ValueErrors
-        raise ValueError(f"{path} is not a readable safetensors file ({err}); pass the publisher's "
-                         "released file") from None
+    (`num_batches_tracked`) are left out.
+
+    The header is bounded (length within the file and `MAX_SAFETENSORS_HEADER`, a JSON object
+    nested at most `MAX_JSON_DEPTH` deep, every entry's shape matching its byte range) before
+    any tensor is touched, and the data is memory-mapped: only the tensors used are read.
+    """
+    path = Path(path)
+    header, start, size = _safetensors_header(path)
+    entries = {name: _tensor_entry(path, name, info, size) for name, info in header.items()
+               if name != "__metadata__"}
+    _check_names(path, entries)
+    body = np.memmap(path, np.uint8, "r", offset=start, shape=(size,)) if size else np.zeros(0, np.uint8)
+    state = {}
+    for name, (dtype, shape, (first, last)) in entries.items():
+        if dtype not in _SAFETENSORS_DTYPES:
+            continue
+        raw = body[first:last].view(_SAFETENSORS_DTYPES[dtype])
+        if dtype == "BF16":
+            raw = (raw.astype(np.uint32) << 16).view(np.float32)
+        state[_strip_module(name)] = raw.astype(np.float32).reshape(shape)
     return state
+
+
+def _safetensors_header(path: Path) -> tuple[dict, int, int]:
+    """The parsed header, where the data starts and how many bytes it has; the length is checked
+    against the limit and the file's size before the header is read."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        prefix = handle.read(8)
+        length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else None
+        if length is None or length > min(MAX_SAFETENSORS_HEADER, size - 8):
+            why = ("it is empty (0 bytes)" if size == 0 else
+                   "it has fewer than the 8 bytes of a header length" if length is None else
+                   f"its header claims {length} bytes, more than the file's {size - 8} or the "
+                   f"{MAX_SAFETENSORS_HEADER} a header may have")
+            raise ValueError(f"{path} is not a readable safetensors file: {why}; pass the publisher's "
+                             "released file")
+        raw = handle.read(length)
+    header = parse_json(raw, str(path), "safetensors header")
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: its safetensors header is not a JSON object; pass the publisher's "
+                         "released file")
+    return header, 8 + length, size - 8 - length
+
+
+def _tensor_entry(path: Path, name: str, info: Any, size: int) -> tuple[str, list, tuple[int, int]]:
+    """(dtype, shape, byte range) of one header entry, refused unless the range lies in the data
+    and, for the float types read, holds exactly the shape's elements."""
+    entry = info if isinstance(info, dict) else {}
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    problem = None
+    if not (isinstance(dtype, str) and isinstance(shape, list) and len(shape) <= MAX_TENSOR_DIMS
+            and all(_count(d) for d in shape)):
+        problem = f"needs a dtype and a shape of at most {MAX_TENSOR_DIMS} sizes"
+    elif not (isinstance(offsets, list) and len(offsets) == 2 and all(_count(v) for v in offsets)
+              and offsets[0] <= offsets[1] <= size):
+        problem = "lies outside the file"
+    elif dtype in _SAFETENSORS_DTYPES and (offsets[1] - offsets[0]) != math.prod(shape) * (
+            np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize):
+        problem = f"has {offsets[1] - offsets[0]} bytes, not those of a {dtype} tensor of shape {shape}"
+    if problem:
+        raise ValueError(f"{path} is not a readable safetensors file: tensor {printable(name, 80)} "
+                         f"{problem}; pass the publisher's released file")
+    return dtype, shape, (offsets[0], offsets[1])
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def save_converted(params: StateDict, description: ModelDescription, dst: str | os.PathLike,

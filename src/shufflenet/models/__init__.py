@@ -11,9 +11,12 @@ from . import (  # noqa: F401  (each registers its family)
 from .description import META_KEY, ModelDescription, read_description
 from .layers import GroupConv, channel_shuffle
 from .registry import (
+    classes_in,
     create_model,
     describe,
     family_of,
+    head_prefix,
+    list_families,
     list_models,
     model_arch,
     model_entry,
@@ -25,6 +28,7 @@ from .shufflenet_v1 import ShuffleNetV1, ShuffleV1Block, stage_channels
 
 __all__ = [
     "META_KEY", "GroupConv", "ModelDescription", "ShuffleNetV1", "ShuffleV1Block", "channel_shuffle",
-    "create_model", "describe", "family_of", "list_models", "model_arch", "model_entry", "model_options",
-    "option_table", "read_description", "recognise", "stage_channels",
+    "classes_in", "create_model", "describe", "family_of", "head_prefix", "list_families", "list_models",
+    "model_arch", "model_entry", "model_options", "option_table", "read_description", "recognise",
+    "stage_channels",
 ]

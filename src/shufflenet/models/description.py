@@ -4,19 +4,92 @@ A `ModelDescription` names the registered model, its class count and names, the 
 it was built with, the input convention and the input size. Training writes it into every
 checkpoint, export copies it into every sidecar, and every command that loads a model reads it
 from there instead of re-deriving any part of it.
+
+A description read from a file is untrusted: every number and string in it is bounded here,
+before anything is built from it (a 1 KB file claiming 10**9 classes must fail in microseconds,
+not after allocating the names), and class names may not carry terminal control sequences.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..data.presets import Preprocessing, get_preprocessing
 
 #: Checkpoint entry holding the JSON of a `ModelDescription`.
 META_KEY = "shufflenet_meta"
+#: Most classes a description may claim: over twice ImageNet-21k's 21,841.
+MAX_CLASSES = 50_000
+#: Longest class name, in characters (ImageNet's longest synset names have about 120).
+MAX_CLASS_NAME = 200
+#: Input side bounds: the smallest the networks accept, and 4.5x ImageNet's 224 (one
+#: preprocessed 1024 px image is 12 MB of float32; larger would be an allocation, not a model).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
+#: Most input channels (`in_channels`): RGB, RGBA, or a multispectral stack such as
+#: Sentinel-2's 13 bands.
+MAX_IN_CHANNELS = 16
+#: Bounds on the other network options and names (model, preprocessing, option keys/values).
+MAX_OPTIONS, MAX_NAME, MAX_OPTION_INT = 32, 64, 4096
+#: Largest description or sidecar JSON read (bytes): 50,000 names of 200 characters, even
+#: written as \uXXXX escapes, fit; anything larger is not metadata this project wrote.
+MAX_METADATA_BYTES = 64 * 2**20
+#: Deepest JSON nesting read from any file (descriptions and sidecars need 3, safetensors 3).
+MAX_JSON_DEPTH = 16
+#: Characters a name read from a file may not hold: C0/C1 controls (ESC starts terminal
+#: sequences), line and paragraph separators, and bidirectional overrides (text shown reordered).
+UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: A JSON string (escapes included), removed before brackets are counted.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """`text` safe to print on a terminal: unsafe characters as escapes, long text shortened."""
+    text = str(text)
+    shortened = text[:limit] + ("..." if len(text) > limit else "")
+    return UNSAFE_CHARS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), shortened)
+
+
+def _shown(value: Any) -> str:
+    """A value quoted in an error message: repr (which escapes controls), shortened."""
+    text = repr(value) if not isinstance(value, (list, dict, tuple)) else type(value).__name__
+    return printable(text, 60)
+
+
+def json_depth(data: bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply `data` nests arrays and objects, counted without parsing (no recursion, 1 MiB
+    at a time); counting stops once past `limit`."""
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', data), np.uint8)
+    depth = deepest = 0
+    for start in range(0, len(codes), 2**20):
+        chunk = codes[start:start + 2**20]
+        steps = np.isin(chunk, (91, 123)).astype(np.int64) - np.isin(chunk, (93, 125))
+        levels = depth + np.cumsum(steps)
+        if len(levels):
+            deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+        if deepest > limit:
+            break
+    return deepest
+
+
+def parse_json(data: bytes | str, source: str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """JSON read from a file, its nesting bounded before parsing; a ValueError naming `source`."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    depth = json_depth(raw, max_depth)
+    if depth > max_depth:
+        raise ValueError(f"{source}: its {what} nests deeper than {max_depth} levels; it is not a "
+                         "file this project or its publishers write, so it is refused")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, huge ints
+        raise ValueError(f"{source} has a damaged {what} ({printable(err, 120)})") from None
 
 
 @dataclass(frozen=True)
@@ -35,17 +108,13 @@ class ModelDescription:
     class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        classes = self.num_classes
-        if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
-        if not isinstance(self.image_size, int) or self.image_size < 32:
-            raise ValueError(f"image_size must be an integer of at least 32, got {self.image_size!r}")
+        _check_int("num_classes", self.num_classes, 1, MAX_CLASSES)
+        _check_int("image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+        _check_name("model", self.model)
+        _check_name("preprocessing", self.preprocessing)
         get_preprocessing(self.preprocessing)
-        names = tuple(str(n) for n in self.class_names) or tuple(str(i) for i in range(self.num_classes))
-        if len(names) != self.num_classes:
-            raise ValueError(f"{len(names)} class names given for a {self.num_classes}-class model")
-        object.__setattr__(self, "class_names", names)
-        object.__setattr__(self, "options", dict(self.options))
+        object.__setattr__(self, "options", check_options(self.options))
+        object.__setattr__(self, "class_names", check_class_names(self.class_names, self.num_classes))
 
     @property
     def preset(self) -> Preprocessing:
@@ -68,8 +137,10 @@ class ModelDescription:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "the model file") -> ModelDescription:
+    def from_dict(cls, data: Any, source: str = "the model file") -> ModelDescription:
         """Read back `to_dict()` (also a sidecar, which holds these keys among others)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source}: its model description is not a JSON object; re-export or re-save it")
         known = {f.name for f in dataclasses.fields(cls)}
         missing = sorted({"model", "num_classes", "image_size", "preprocessing"} - set(data))
         if missing:
@@ -77,7 +148,64 @@ class ModelDescription:
         try:
             return cls(**{key: data[key] for key in known if key in data})
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{source} has an invalid model description: {err}") from None
+            raise ValueError(f"{source} has an invalid model description: {err}; re-export or re-save "
+                             "it with this project") from None
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        kind = "a positive integer" if low == 1 else f"an integer of at least {low}"
+        raise ValueError(f"{name} must be {kind}, at most {high}; got {_shown(value)}")
+
+
+def _check_name(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(f"{name} must be a name of at most {MAX_NAME} letters, digits and _.-, "
+                         f"got {_shown(value)}")
+
+
+def check_options(options: Any) -> dict[str, Any]:
+    """Network options as a dict of bounded scalars: each becomes a constructor argument, so a
+    huge `in_channels` would be a huge first convolution."""
+    if not isinstance(options, Mapping) or len(options) > MAX_OPTIONS:
+        raise ValueError(f"options must be a mapping of at most {MAX_OPTIONS} entries, got {_shown(options)}")
+    for key, value in options.items():
+        if not isinstance(key, str) or not _NAME.fullmatch(key):
+            raise ValueError(f"options: {_shown(key)} is not an option name")
+        if key == "in_channels":
+            _check_int("options.in_channels", value, 1, MAX_IN_CHANNELS)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            _check_int(f"options.{key}", value, -MAX_OPTION_INT, MAX_OPTION_INT)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"options.{key} must be finite, got {value}")
+        elif isinstance(value, str) and (len(value) > MAX_NAME or UNSAFE_CHARS.search(value)):
+            raise ValueError(f"options.{key} must be at most {MAX_NAME} printable characters, "
+                             f"got {_shown(value)}")
+        elif not isinstance(value, (bool, int, float, str, type(None))):
+            raise ValueError(f"options.{key} must be a number, a string or a boolean, got {_shown(value)}")
+    return dict(options)
+
+
+def check_class_names(names: Any, num_classes: int) -> tuple[str, ...]:
+    """One name per class (numbered when none are given), each short and printable; the count
+    is checked first, so nothing is built for a file that lies about it."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise ValueError(f"class_names must be a list of names, got {_shown(names)}")
+    if not names:
+        return tuple(str(i) for i in range(num_classes))
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names given for a {num_classes}-class model")
+    for index, name in enumerate(names):
+        if not isinstance(name, (str, int)) or isinstance(name, bool):
+            raise ValueError(f"class_names[{index}] must be a string, got {_shown(name)}")
+        name = str(name)
+        if len(name) > MAX_CLASS_NAME:
+            raise ValueError(f"class_names[{index}] has {len(name)} characters, more than "
+                             f"{MAX_CLASS_NAME}: {printable(name, 40)}")
+        if UNSAFE_CHARS.search(name):
+            raise ValueError(f"class_names[{index}] holds control characters (they would rewrite "
+                             f"what a terminal shows): {printable(name, 60)}")
+    return tuple(str(name) for name in names)
 
 
 def read_description(params: Mapping[str, Any], source: str = "the checkpoint") -> ModelDescription | None:
@@ -85,8 +213,7 @@ def read_description(params: Mapping[str, Any], source: str = "the checkpoint") 
     raw = params.get(META_KEY)
     if not isinstance(raw, str):
         return None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{source} has a damaged model description ({err})") from None
-    return ModelDescription.from_dict(data, source)
+    if len(raw) > MAX_METADATA_BYTES:
+        raise ValueError(f"{source}: its model description ({META_KEY}) has {len(raw)} characters, "
+                         f"more than the {MAX_METADATA_BYTES} a description may have; re-save it")
+    return ModelDescription.from_dict(parse_json(raw, source, "model description"), source)

@@ -44,6 +44,9 @@ class Family:
     #: Options of the network whose figures are published (e.g. Megvii's bias-free classifier),
     #: which `shufflenet summary` measures.
     published_options: Mapping[str, Any] = field(default_factory=dict)
+    #: The attribute of the cell that gives the logits: what fine-tuning re-initialises and
+    #: where a checkpoint's class count is read (`head_prefix`, `classes_in`).
+    head: str = "classifier"
 
 
 @dataclass(frozen=True)
@@ -64,15 +67,16 @@ _MODELS: dict[str, ModelEntry] = {}
 
 def register_family(name: str, options: Mapping[str, ModelOption], recognise: Recogniser,
                     arch_text: Callable[[nn.Cell], str],
-                    published_options: Mapping[str, Any] | None = None) -> None:
-    """Declare a family; an option name shared with another family must mean the same there."""
+                    published_options: Mapping[str, Any] | None = None, head: str = "classifier") -> None:
+    """Declare a family; an option name shared with another family must mean the same there.
+    `head`: the network's attribute holding the classifier (a Dense, or a sequence ending in one)."""
     if name in _FAMILIES:
         raise ValueError(f"model family {name!r} is already registered")
     known = option_table()
     for key, spec in options.items():
         if key in known and known[key] != spec:
             raise ValueError(f"option {key!r} of family {name!r} differs from another family's")
-    _FAMILIES[name] = Family(name, dict(options), recognise, arch_text, dict(published_options or {}))
+    _FAMILIES[name] = Family(name, dict(options), recognise, arch_text, dict(published_options or {}), head)
 
 
 def register_model(name: str, builder: Callable[..., nn.Cell], family: str,
@@ -85,6 +89,11 @@ def register_model(name: str, builder: Callable[..., nn.Cell], family: str,
         raise ValueError(f"register the family {family!r} before its model {name!r}")
     _MODELS[name] = ModelEntry(name, family, builder, dict(arch), image_size, preprocessing,
                                published_mflops)
+
+
+def list_families() -> list[str]:
+    """Names of every registered family, in registration order."""
+    return list(_FAMILIES)
 
 
 def list_models(family: str | None = None) -> list[str]:
@@ -103,6 +112,22 @@ def find_model(family: str, matches: Callable[[Mapping[str, Any]], bool], descri
 
 def family_of(name: str) -> Family:
     return _FAMILIES[model_entry(name).family]
+
+
+def head_prefix(name: str) -> str:
+    """The parameter-name prefix of model `name`'s classifier (`classifier.`, Xception's `fc.`)."""
+    return family_of(name).head + "."
+
+
+def classes_in(name: str, shapes: Mapping[str, tuple], source: str = "the checkpoint") -> int:
+    """The class count of a checkpoint of model `name`: the output rows of its head's first
+    weight (a Dense's or a 1x1 convolution's)."""
+    prefix = head_prefix(name)
+    weights = [key for key in shapes if key.startswith(prefix) and key.endswith("weight")]
+    if not weights:
+        raise ValueError(f"{source} has no {prefix}*weight entry (the classifier of {name}); "
+                         "pass --num-classes")
+    return int(shapes[sorted(weights)[0]][0])
 
 
 def model_entry(name: str) -> ModelEntry:

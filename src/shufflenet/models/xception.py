@@ -140,6 +140,6 @@ def arch_text(net: Xception) -> str:
     return f"entry 3 + middle 8 + exit 1 blocks, {net.pool_padding} pools, 2048 features"
 
 
-register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text)
+register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text, head="fc")
 register_model("xception", Xception, FAMILY, image_size=299, preprocessing="inception",
                published_mflops=(8400, "timm"))

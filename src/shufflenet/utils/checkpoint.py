@@ -17,9 +17,6 @@ from mindspore import nn
 
 from .files import atomic_path
 
-#: Keys a classifier may have; `load_weights(..., skip_classifier_mismatch=True)` ignores them
-#: when their shape differs (fine-tuning on a new label set).
-CLASSIFIER_PREFIX = "classifier."
 #: How a checkpoint saved with a CRC ends: the tag, then the checksum (MindSpore 2.x layout).
 _CRC_TAG = b"crc_num"
 _CRC_TRAILER = len(_CRC_TAG) + 10
@@ -105,15 +102,16 @@ def has_crc(path: str | os.PathLike) -> bool:
 def load_weights(
     net: nn.Cell | list[ms.Parameter],
     params: dict[str, ms.Parameter] | str | os.PathLike,
-    skip_classifier_mismatch: bool = False,
+    new_head: str | None = None,
     source: str | None = None,
 ) -> list[str]:
     """Load every parameter of `net` (a network or a list of parameters) from `params`;
     anything missing or misshapen is an error.
 
     Entries of the checkpoint that `net` does not have (optimizer state, epoch, step) are
-    ignored. With `skip_classifier_mismatch`, classifier entries whose shape differs are left at
-    their initial values and their names returned (fine-tuning to new classes).
+    ignored. `new_head`: the classifier's name prefix (`models.head_prefix`); its entries whose
+    shape differs are left at their initial values and their names returned (fine-tuning to
+    new classes).
     """
     if not isinstance(params, dict):
         source = source or str(params)
@@ -127,7 +125,7 @@ def load_weights(
             continue
         value = params[param.name]
         if tuple(value.shape) != tuple(param.shape):
-            if skip_classifier_mismatch and param.name.startswith(CLASSIFIER_PREFIX):
+            if new_head and param.name.startswith(new_head):
                 skipped.append(param.name)
                 continue
             mismatched.append(
