@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from ..utils.files import write_text
 from .config import Config
 
 DONE, FAILED = ".sync_done", ".sync_failed"
@@ -112,9 +113,9 @@ def sync_inputs(copy: Callable[[str, str], None], sources: dict[str, str], folde
         if checkpoint_sha256:
             check_checkpoint(folder / CHECKPOINT, sources.get(CHECKPOINT, ""), checkpoint_sha256)
     except BaseException:
-        (folder / FAILED).write_text(token)
+        write_text(folder / FAILED, token)
         raise
-    (folder / DONE).write_text(token)
+    write_text(folder / DONE, token)
 
 
 def check_checkpoint(path: Path, url: str, expected: str) -> None:
