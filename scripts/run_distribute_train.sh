@@ -41,6 +41,11 @@ for value in "$device_num" "$nodes" "$node_rank" "$master_port" "$timeout"; do
 done
 [ "$device_num" -ge 1 ] || fail "DEVICE_NUM must be at least 1"
 [ "$node_rank" -lt "$nodes" ] || fail "--node_rank must be below --nodes ($nodes)"
+# msrun starts a scheduler wherever the master address is local: with a loopback address every
+# node would start its own and wait for the others until --timeout.
+if [ "$nodes" -gt 1 ] && [ -z "$rank_table" ] && [[ "$master_addr" =~ ^(127\.|localhost$|::1$) ]]; then
+    fail "--nodes $nodes needs --master_addr set to node 0's network address, not $master_addr"
+fi
 
 set_data_args "${positional[1]}"
 log_dir=$(realpath -m -- "$log_dir")

@@ -1,6 +1,5 @@
 """The shared machinery: model descriptions, the registry's tables, one inference path, one CLI layer."""
 import argparse
-import re
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from shufflenet.models import (
     ModelDescription,
     create_model,
     describe,
+    list_models,
     model_entry,
     option_table,
     read_description,
@@ -141,14 +141,28 @@ def test_every_command_reports_errors_as_one_line_with_one_prefix(module, argv, 
     assert err.startswith(f"{prog}: error: ") and len(err.splitlines()) == 1, err
 
 
-def test_readme_summary_rows_are_what_the_command_prints():
-    names = ["shufflenet_v1_g3_x0_5", "shufflenet_v1_g8_x1_0"]
-    table = summary.format_markdown(summary.summary_rows(names=names))
-    readme = README.read_text()
-    for row in table.splitlines()[2:]:
-        assert row in readme, row
-    assert model_entry(names[1]).published_mflops == (138, "Megvii")
-    assert re.search(r"`shufflenet_v1_g8_x1_0` \| g8 1x, channels 24, 384, 768, 1536 \| 2,433,768 \|", table)
+def readme_summary_rows() -> dict[str, str]:
+    """Model name -> its row of the README's "### Summary" table, in the README's order."""
+    section = README.read_text().split("\n### Summary\n", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {row.split("`")[1]: row for row in rows}
+
+
+def test_readme_summary_lists_every_model_once_in_the_commands_order():
+    """The table `shufflenet summary` prints has one row per registered model, sorted."""
+    rows = readme_summary_rows()
+    assert list(rows) == list_models()
+    assert "`shufflenet_v1_g8_x1_0` | g8 1x, channels 24, 384, 768, 1536 | 2,433,768 |" in rows[
+        "shufflenet_v1_g8_x1_0"]  # Megvii's published count, independent of the command
+    assert model_entry("shufflenet_v1_g8_x1_0").published_mflops == (138, "Megvii")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_readme_summary_row_is_what_the_command_prints(name):
+    """Every figure of the README's table (architecture, parameters, input, MFLOPs, published)
+    as the command measures it: one build and one PyNative forward pass per model, no graph."""
+    row = summary.format_markdown(summary.summary_rows(names=[name])).splitlines()[2]
+    assert readme_summary_rows().get(name) == row
 
 
 def test_model_options_of_a_description_build_the_network_it_describes():

@@ -2,6 +2,8 @@
 
 The PyTorch reference is Megvii's topology built from torch primitives
 (`shufflenet.lineages.torch_shufflenet_v1_megvii`) with random weights and BatchNorm statistics.
+Megvii's own code cannot run here and no output of it is stored, so nothing ties this rebuild to
+it but review (see `test_publisher_code.py`).
 """
 import mindspore as ms
 import numpy as np

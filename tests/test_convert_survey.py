@@ -2,10 +2,12 @@
 SqueezeNet, Cadene's and timm's Xception.
 
 The references are the publishers' networks rebuilt from torch primitives with their exact
-state-dict names (`shufflenet.lineages.torch_<family>_<publisher>`; neither timm nor torchvision
-imports with the CPU PyTorch here), randomised and saved as the publishers release them. One
-conversion per family goes through `shufflenet convert` and its graph-mode comparison; the others
-compare in PyNative mode.
+state-dict names (`shufflenet.lineages.torch_<family>_<publisher>`, the peers `shufflenet convert`
+and the benchmark run), randomised and saved as the publishers release them. Each rebuild is tied
+to timm's and torchvision's own code in `test_publisher_code.py` (same names, bit-identical
+logits), which also converts one model per family built by that code. One conversion per family
+goes through `shufflenet convert` and its graph-mode comparison; the others compare in PyNative
+mode.
 """
 from pathlib import Path
 

@@ -3,7 +3,9 @@ the MindSpore model zoo's checkpoints.
 
 The PyTorch references are the publishers' topologies rebuilt from torch primitives
 (`shufflenet.lineages.torch_shufflenet_v2_torchvision`, `torch_shufflenet_v2_megvii`) with random
-weights and BatchNorm statistics, saved as each publisher releases them. `shufflenet convert`
+weights and BatchNorm statistics, saved as each publisher releases them. torchvision's rebuild is
+tied to torchvision's own code in `test_publisher_code.py`; Megvii's code cannot run here and no
+output of it is stored, so Megvii's rebuild is checked against our network alone. `shufflenet convert`
 compares in graph mode (its printed relative difference is checked here too); the tests compare
 again in PyNative mode, which needs no graph compile per network.
 """

@@ -98,6 +98,47 @@ def test_worker_protocol_and_side_by_side_ratios(tmp_path):
     json.dumps(row)
 
 
+class FakeWorker:
+    """A contender whose step times are given (`spec["rounds"]`: one list per round, its first
+    step the untimed one), so the benchmark's arithmetic is checked against known numbers."""
+
+    def __init__(self, spec, env, log_dir):
+        self.rounds = iter(spec["rounds"])
+
+    def ask(self, command=None):
+        if command is None:
+            return {"ready": True, "first_step_s": 9.0}
+        times = next(self.rounds)
+        assert command == f"run {len(times)}"
+        return {"times": times, "cpu_s": [t / 2 for t in times]}
+
+    def close(self):
+        return {"peak_rss_mb": 1.0}
+
+
+def test_vs_pytorch_is_pytorchs_time_over_ours_in_the_same_round(tmp_path, monkeypatch):
+    """README: "vs PyTorch is the median over rounds of PyTorch's step time divided by ours in
+    the same round": above 1 when we are faster. Ours takes 0.1, 0.1, 0.3 s per step in three
+    rounds, PyTorch 0.4, 0.2, 0.9 s (each round's first, 50 s step untimed): ratios 4, 2, 3,
+    median 3. The inverse (1/3), medians of all steps (0.4 / 0.1 = 4) or the untimed steps
+    counted would give another number."""
+    monkeypatch.setattr(benchmark, "Worker", FakeWorker)
+    spec = {"batch": 8, "mode": "infer", "model": "m", "image_size": 32}
+    ours = [[50.0, 0.1, 0.1], [50.0, 0.1, 0.1], [50.0, 0.3, 0.3]]
+    theirs = [[50.0, 0.4, 0.4], [50.0, 0.2, 0.2], [50.0, 0.9, 0.9]]
+    results = benchmark.run_workload({"ours": {**spec, "rounds": ours},
+                                      benchmark.PEER: {**spec, "rounds": theirs}},
+                                     rounds=3, steps=2, log_dir=str(tmp_path))
+    assert results[0].ratios == pytest.approx([4.0, 2.0, 3.0])
+    row = benchmark.summarise(results[0], macs=1000, gemm_gflops=100.0)
+    assert row["vs_pytorch"] == pytest.approx(3.0)
+    assert row["images_per_s"] == pytest.approx(8 / 0.1)  # batch over the median timed step
+    assert benchmark.summarise(results[1], 1000, 100.0)["vs_pytorch"] == pytest.approx(1.0)
+    machine = {"cpu": "c", "logical_cpus": 2, "threads": 2, "mindspore": "m", "torch": "t",
+               "gemm_gflops": 100.0, "load_average_start": [0.0], "load_average_end": [0.0]}
+    assert "| 80.0 | 3.00x |" in benchmark.format_markdown([row], machine)
+
+
 def test_failing_worker_is_reported_not_raised(tmp_path):
     broken = {"kind": "mindspore", "model": "no_such_model", "mode": "infer", "threads": 1, "num_classes": 10}
     (result,) = benchmark.run_workload({"broken": broken}, 1, 1, str(tmp_path))

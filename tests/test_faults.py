@@ -183,12 +183,29 @@ def test_eval_never_writes_over_its_inputs_and_checks_the_folder_first(first_run
     assert time.time() - started < 60
 
 
+def in_ci() -> bool:
+    """CI services set CI=true; there the tests that need root must run, not skip."""
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
 @contextlib.contextmanager
 def small_mount(path: Path, options: str):
+    """A small tmpfs at `path`. Mounting needs root (CAP_SYS_ADMIN): elsewhere the test is skipped
+    with a reason `-ra` prints, and in CI (CI=true, run as root) it fails, so it never goes
+    untested there unnoticed."""
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()[:100]})")
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                                 capture_output=True, text=True)
+        error = mounted.stderr.strip()[:200] if mounted.returncode else ""
+    except OSError as err:  # no mount command
+        error = str(err)
+    if error:
+        reason = (f"full and read-only disks NOT tested: mounting a tmpfs needs root (CAP_SYS_ADMIN); "
+                  f"mount said: {error}")
+        if in_ci():
+            pytest.fail(f"{reason} (CI=true: CI must run this test as root)", pytrace=False)
+        pytest.skip(reason)
     try:
         yield path
     finally:
@@ -206,6 +223,28 @@ def test_full_and_read_only_disks_are_one_line_errors(first_run, data, tmp_path)
                        "Read-only file system")
         one_line_error(run("eval.py", "--ckpt", out / "final.ckpt", "--data-path", data, "--output",
                            read_only / "r.json"), "Read-only file system")
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+@pytest.mark.parametrize("mount", ["refused", "missing"])
+def test_a_tmpfs_that_cannot_be_mounted_skips_visibly_and_fails_in_ci(tmp_path, monkeypatch, ci, mount):
+    """What a user without root sees (-ra prints the reason), and what CI gets instead."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if mount == "refused":  # as for a user without root
+        (bin_dir / "mount").write_text("#!/bin/sh\necho 'mount: only root can do that' >&2\nexit 1\n")
+        (bin_dir / "mount").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("CI", ci)
+    try:  # a skip raised inside pytest.raises would skip this test, not fail it
+        with small_mount(tmp_path / "m", "size=64k"):
+            pass
+        outcome = None
+    except (pytest.fail.Exception, pytest.skip.Exception) as err:
+        outcome = err
+    assert type(outcome) is (pytest.fail.Exception if ci else pytest.skip.Exception), outcome
+    assert "full and read-only disks NOT tested: mounting a tmpfs needs root" in str(outcome)
+    assert ("only root" in str(outcome)) == (mount == "refused")
 
 
 def test_sigterm_says_where_the_last_checkpoint_is(data, tmp_path):

@@ -12,8 +12,8 @@ from shufflenet.models.squeezenet import CeilMaxPool
 from shufflenet.utils.complexity import count_macs, count_params
 
 #: At 1000 classes, BatchNorm scales and shifts and the classifier bias included: the survey's
-#: MobileNetV1 counts, torchvision's MobileNetV2 1.0 (3,504,872; the other widths measured here)
-#: and SqueezeNets, Cadene's Xception.
+#: MobileNetV1 counts, torchvision's MobileNetV2 1.0 (3,504,872; every width counted from the
+#: paper and matched to TF-slim's published counts below) and SqueezeNets, Cadene's Xception.
 PARAMS = {
     "mobilenet_v1_025": 470_072, "mobilenet_v1_050": 1_331_592, "mobilenet_v1_075": 2_585_560,
     "mobilenet_v1_100": 4_231_976,
@@ -30,6 +30,11 @@ PUBLISHED_MFLOPS = {
     "mobilenet_v2_130": 509, "mobilenet_v2_140": 582, "squeezenet1_0": 820, "squeezenet1_1": 350,
     "xception": 8400,
 }
+
+#: TF-slim's published MobileNetV2 parameters in M (its README's checkpoint table, 2 decimals):
+#: convolution and classifier weights with the classifier bias, 1001 classes, no BatchNorm.
+TF_SLIM_MOBILENET_V2_PARAMS = {"mobilenet_v2_035": 1.66, "mobilenet_v2_050": 1.95, "mobilenet_v2_075": 2.61,
+                               "mobilenet_v2_100": 3.47, "mobilenet_v2_130": 5.34, "mobilenet_v2_140": 6.06}
 
 
 def _shapes(net) -> dict:
@@ -51,6 +56,42 @@ def test_parameter_counts_are_exact(name):
 def test_multiply_adds_match_the_published_within_1_percent(name):
     mflops = count_macs(shufflenet.create_model(name), model_entry(name).image_size) / 1e6
     assert abs(mflops / PUBLISHED_MFLOPS[name] - 1) < 0.01, mflops
+
+
+def mobilenet_v2_params(width: float, classes: int = 1000, batchnorm: bool = True) -> int:
+    """MobileNetV2's parameters counted from the paper's Table 2 (t, c, n; strides add none) and
+    the width rule of its reference code (`_make_divisible`, written out here), not from our
+    model: every convolution bias-free, with a BatchNorm (scale and shift) if `batchnorm`; the
+    classifier has a bias."""
+    def divisible(value, divisor=8):
+        rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+        return rounded + divisor if rounded < 0.9 * value else rounded
+
+    table2 = [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)]
+    bn = 2 if batchnorm else 0
+    channels = divisible(32 * width)
+    params = (27 + bn) * channels
+    for t, c, n in table2:
+        out = divisible(c * width)
+        for _ in range(n):
+            hidden = channels * t
+            if t != 1:
+                params += (channels + bn) * hidden
+            params += (9 + bn) * hidden + (hidden + bn) * out
+            channels = out
+    last = divisible(1280 * max(1.0, width))
+    return params + (channels + bn) * last + (last + 1) * classes
+
+
+@pytest.mark.parametrize("name", sorted(TF_SLIM_MOBILENET_V2_PARAMS))
+def test_mobilenet_v2_counts_are_the_papers_and_tf_slims(name):
+    """`PARAMS` for every MobileNetV2 width, anchored outside our code: counted from the paper,
+    torchvision's 1.0 (3,504,872) and, counted TF-slim's way, its published figures."""
+    width = int(name[-3:]) / 100
+    assert mobilenet_v2_params(1.0) == 3_504_872
+    assert mobilenet_v2_params(width) == PARAMS[name]
+    tf_slim = mobilenet_v2_params(width, classes=1001, batchnorm=False)
+    assert round(tf_slim / 1e6, 2) == TF_SLIM_MOBILENET_V2_PARAMS[name], tf_slim
 
 
 @pytest.mark.parametrize("value,expected", [(32 * 0.35, 16), (16 * 0.5, 8), (24 * 0.5, 16), (32 * 1.3, 40),
