@@ -292,9 +292,12 @@ def test_safetensors_data_is_memory_mapped_not_read_whole(tmp_path):
     with open(path, "r+b") as handle:
         handle.seek(8 + len(header) + big)
         handle.write(np.arange(4, dtype="<f4").tobytes())
-    probe = ("import resource, sys; from shufflenet.lineages.common import read_safetensors; "
+    # VmHWM, this process image's own peak: ru_maxrss would carry over the parent's (a pytest
+    # worker's gigabytes), which the kernel records when the child execs.
+    probe = ("import re, sys; from shufflenet.lineages.common import read_safetensors; "
              "state = read_safetensors(sys.argv[1]); assert list(state) == ['w'], state; "
-             "print(state['w'].tolist(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+             "peak = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
+             "print(state['w'].tolist(), peak)")
     result = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
