@@ -13,14 +13,15 @@ from shufflenet.data import PRESETS
 from shufflenet.data.sources import DATASETS
 from shufflenet.engine.config import DEVICES, Config, resolve_config
 from shufflenet.inference import Predictor
-from shufflenet.inference.loading import describe_checkpoint, parameter_shapes
 from shufflenet.models import (
     ModelDescription,
     create_model,
     describe,
+    describe_checkpoint,
     list_models,
     model_entry,
     option_table,
+    parameter_shapes,
     read_description,
     recognise,
 )
@@ -168,7 +169,7 @@ def test_readme_summary_row_is_what_the_command_prints(name):
 def test_model_options_of_a_description_build_the_network_it_describes():
     description = ModelDescription("shufflenet_v1_g3_x0_5", 5, 64, "megvii",
                                    {"pool_padding": "symmetric", "classifier_bias": False})
-    from shufflenet.inference import build_network
+    from shufflenet.models import build_network
 
     net = build_network(description)
     assert net.pool_padding == "symmetric" and not net.classifier_bias

@@ -5,28 +5,18 @@ A change to a shared path fails here for the family it breaks."""
 import os
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import FAMILY_MODELS, fill_deterministic
 from PIL import Image
+from test_faults import run
 
 from shufflenet.models import META_KEY, classes_in, create_model, describe, head_prefix, list_families
 from shufflenet.utils.checkpoint import read_checkpoint, save_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 #: Short and small: one epoch of the 1,437 training digits at 32 px, in 12 steps.
 SHORT = ["--epochs", "1", "--image-size", "32", "--batch-size", "128", "--num-workers", "1"]
-
-
-def run(*args, timeout=900):
-    first, *rest = map(str, args)
-    command = [sys.executable, str(REPO / first)] if first.endswith(".py") else [
-        sys.executable, "-m", "shufflenet", first]
-    return subprocess.run([*command, *rest], capture_output=True, text=True, timeout=timeout)
 
 
 def test_every_registered_family_has_a_model_here():
@@ -60,7 +50,8 @@ def test_family_trains_fine_tunes_exports_and_predicts(family, tmp_path):
     pretrained = save_checkpoint(imagenet, tmp_path / "imagenet.ckpt",
                                  extra={META_KEY: describe(model, 1000).to_json()})
     out = tmp_path / "run"
-    trained = run("train.py", "--model", model, "--pretrained", pretrained, *SHORT, "--output-dir", out)
+    trained = run("train.py", "--model", model, "--pretrained", pretrained, *SHORT, "--output-dir", out,
+                  timeout=900)
     assert trained.returncode == 0, trained.stderr[-3000:]
     log = (out / "train.log").read_text()
     if shutil.which(os.environ.get("CXX", "g++")):

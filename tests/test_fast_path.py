@@ -163,7 +163,7 @@ def test_exported_contenders_compute_the_networks_logits():
     """The benchmark's ONNX Runtime and MINDIR rows time the export of the same network."""
     import mindspore as ms
 
-    from shufflenet.utils import timing
+    from shufflenet.cli import benchmark_worker as timing
 
     spec = {"model": "shufflenet_v1_g3_x0_25", "image_size": 32, "batch": 2, "mode": "infer", "threads": 0,
             "num_classes": 10}

@@ -16,7 +16,7 @@ import pytest
 from test_mindcv import _relative, publish_mindcv
 
 from shufflenet.cli.convert import main as convert_main
-from shufflenet.inference import describe_checkpoint, load_network
+from shufflenet.inference import load_network
 from shufflenet.lineages import (
     identify,
     mobilenet_v1_mindcv,
@@ -25,6 +25,7 @@ from shufflenet.lineages import (
     squeezenet_mindcv,
     xception_mindcv,
 )
+from shufflenet.models import describe_checkpoint
 from shufflenet.utils.checkpoint import read_checkpoint
 
 pytest.importorskip("mindcv.models")

@@ -13,7 +13,7 @@ from mindspore import nn
 
 import shufflenet
 from shufflenet.models import family_of, model_arch, model_options, stage_channels
-from shufflenet.utils.complexity import count_macs, count_params
+from shufflenet.models.complexity import count_macs, count_params
 
 ALL_MODELS = shufflenet.list_models()
 V1_MODELS = shufflenet.list_models("shufflenet_v1")

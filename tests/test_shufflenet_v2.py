@@ -6,8 +6,8 @@ from conftest import fill_deterministic, image_batch
 
 import shufflenet
 from shufflenet.models import recognise
+from shufflenet.models.complexity import count_macs, count_params
 from shufflenet.models.shufflenet_v2 import interleave_halves, split_even_odd
-from shufflenet.utils.complexity import count_macs, count_params
 
 V2 = ("shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
 PLUS = ("shufflenet_v2_plus_small", "shufflenet_v2_plus_medium", "shufflenet_v2_plus_large")

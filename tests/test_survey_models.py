@@ -7,9 +7,9 @@ from conftest import fill_deterministic, image_batch
 
 import shufflenet
 from shufflenet.models import model_entry, recognise
+from shufflenet.models.complexity import count_macs, count_params
 from shufflenet.models.mobilenet_v2 import make_divisible
 from shufflenet.models.squeezenet import CeilMaxPool
-from shufflenet.utils.complexity import count_macs, count_params
 
 #: At 1000 classes, BatchNorm scales and shifts and the classifier bias included: the survey's
 #: MobileNetV1 counts, torchvision's MobileNetV2 1.0 (3,504,872; every width counted from the

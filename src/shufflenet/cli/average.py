@@ -86,7 +86,8 @@ def average_checkpoints(paths: Sequence[Path]) -> tuple[ModelDescription, dict[s
     One file is read at a time (memory: one checkpoint plus the float64 sums). Each must fit
     the network strictly, so a missing or misshapen weight names its file.
     """
-    from ..inference.loading import build_network, describe_checkpoint, read_weights
+    from ..inference import read_weights
+    from ..models import build_network, describe_checkpoint
     from ..utils.checkpoint import FORMAT_KEY, load_weights
 
     first: tuple[Path, ModelDescription] | None = None

@@ -2,7 +2,7 @@
 
 MindSpore runs with this project's CPU fast path (`shufflenet.utils.cpu`: oneDNN capped at AVX2,
 one kernel thread per CPU) unless a row says otherwise; PyTorch runs as installed, with the same
-thread count. Every contender runs in a worker process of its own (`shufflenet.utils.timing`);
+thread count. Every contender runs in a worker process of its own (`shufflenet.cli.benchmark_worker`);
 the workers of one workload stay alive together and are asked in turn for a few steps per
 round, so they see the same machine load. Reported per contender: median images/s, the median
 over rounds of its time ratio against PyTorch in the same round, CPU cores kept busy (process
@@ -101,13 +101,13 @@ class Result:
 
 
 class Worker:
-    """A contender process speaking the line protocol of `shufflenet.utils.timing`."""
+    """A contender process speaking the line protocol of `shufflenet.cli.benchmark_worker`."""
 
     def __init__(self, spec: dict, env: dict[str, str], log_dir: str) -> None:
         self.log_path = os.path.join(log_dir, f"worker_{id(self)}.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shufflenet.utils.timing", json.dumps(spec)],
+            [sys.executable, "-m", "shufflenet.cli.benchmark_worker", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
             env=env, cwd=log_dir,
         )
@@ -201,7 +201,7 @@ def workload_contenders(model: str, size: int, batch: int, mode: str, threads: i
 def forward_macs(model: str, size: int) -> int:
     """Multiply-adds of one image, measured on the built network."""
     from ..models import create_model
-    from ..utils.complexity import count_macs
+    from ..models.complexity import count_macs
 
     return count_macs(create_model(model), size)
 

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> None:
     check_paths(src, dst, args.overwrite)
     names = read_class_names(args.class_names)
     from ..engine.context import setup_context
-    from ..lineages import compare_with_reference, convert_file
+    from ..inference.reference import compare_with_reference
+    from ..lineages import convert_file
     from ..utils.files import scratch_folder
 
     setup_context()

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..models import create_model, family_of, list_models, model_entry
-from ..utils.complexity import count_macs, count_params
+from ..models.complexity import count_macs, count_params
 
 
 def summary_rows(image_size: int | None = None, num_classes: int = 1000,

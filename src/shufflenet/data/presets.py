@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -66,3 +68,12 @@ def get_preprocessing(name: str) -> Preprocessing:
 def eval_resize(image_size: int, preprocessing: Preprocessing) -> int:
     """Shorter-side length to resize to before the evaluation centre crop."""
     return int(round(image_size / preprocessing.eval_crop))
+
+
+def probe_batch(batch: int, image_size: int, preprocessing: Preprocessing, seed: int = 0) -> np.ndarray:
+    """Random 0..255 pixels, preprocessed as the network's inputs are: realistic magnitudes."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.uniform(0, 255, (batch, image_size, image_size, 3)).astype(np.float32)
+    mean = np.asarray(preprocessing.mean, np.float32)
+    std = np.asarray(preprocessing.std, np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(0, 3, 1, 2))

@@ -27,10 +27,10 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from ..data.presets import Preprocessing
-from ..inference import build_network, run_exported
+from ..data.presets import Preprocessing, probe_batch
+from ..inference import run_exported
 from ..inference.sidecar import finish_interrupted_exports, make_sidecar, replace_export, write_sidecar
-from ..models import ModelDescription, model_options
+from ..models import ModelDescription, build_network, model_options
 from ..models.fast_ops import fold_batchnorm
 from ..utils.checkpoint import load_weights
 from ..utils.files import scratch_folder
@@ -90,15 +90,6 @@ def sidecar_path(exported: str | os.PathLike) -> Path:
     """Where the description of an exported file lives: `net.mindir` -> `net.mindir.json`."""
     exported = Path(exported)
     return exported.with_name(exported.name + ".json")
-
-
-def probe_batch(batch: int, image_size: int, preprocessing: Preprocessing, seed: int = 0) -> np.ndarray:
-    """Random 0..255 pixels, preprocessed as the network's inputs are: realistic magnitudes."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.uniform(0, 255, (batch, image_size, image_size, 3)).astype(np.float32)
-    mean = np.asarray(preprocessing.mean, np.float32)
-    std = np.asarray(preprocessing.std, np.float32)
-    return np.ascontiguousarray(((pixels - mean) / std).transpose(0, 3, 1, 2))
 
 
 def verify_export(

@@ -1,9 +1,9 @@
 """Models in, logits out: checkpoint loading, exported files and their sidecars."""
-from .loading import build_network, describe_checkpoint, load_network, read_weights
+from .loading import load_network, read_weights
 from .predictor import Predictor, from_network, open_checkpoint, open_export, open_model, run_exported
 from .sidecar import read_sidecar, sidecar_path
 
 __all__ = [
-    "Predictor", "build_network", "describe_checkpoint", "from_network", "load_network", "open_checkpoint",
+    "Predictor", "from_network", "load_network", "open_checkpoint",
     "open_export", "open_model", "read_sidecar", "read_weights", "run_exported", "sidecar_path",
 ]

@@ -16,51 +16,9 @@ from typing import Any
 import mindspore as ms
 from mindspore import nn
 
-from ..models import (
-    META_KEY,
-    ModelDescription,
-    classes_in,
-    create_model,
-    describe,
-    read_description,
-    recognise,
-)
+from ..lineages import identify
+from ..models import META_KEY, ModelDescription, build_network, describe_checkpoint
 from ..utils.checkpoint import load_weights, read_checkpoint
-
-
-def parameter_shapes(params: Mapping[str, Any]) -> dict[str, tuple]:
-    """Name -> shape of every tensor entry of a checkpoint."""
-    return {key: tuple(value.shape) for key, value in params.items() if hasattr(value, "shape")}
-
-
-def describe_checkpoint(
-    params: Mapping[str, Any],
-    model: str | None = None,
-    num_classes: int | None = None,
-    options: Mapping[str, Any] | None = None,
-    source: str = "the checkpoint",
-) -> ModelDescription:
-    """The checkpoint's description, else recognised from its shapes; arguments override both."""
-    description = read_description(params, source)
-    if description is None:
-        try:
-            description = recognise(parameter_shapes(params), source)
-        except ValueError:
-            if model is None:
-                raise
-            description = describe(model, num_classes or classes_in(model, parameter_shapes(params), source))
-    changes: dict[str, Any] = {"options": dict(options or {})}
-    if model is not None:
-        changes["model"] = model
-    if num_classes is not None and num_classes != description.num_classes:
-        changes["num_classes"] = num_classes
-    return description.replace(**changes)
-
-
-def build_network(description: ModelDescription, **option_overrides: Any) -> nn.Cell:
-    """An untrained network as `description` says (its class count and options)."""
-    options = {**description.options, **option_overrides}
-    return create_model(description.model, num_classes=description.num_classes, **options)
 
 
 def load_network(
@@ -86,8 +44,6 @@ def read_weights(ckpt: str | os.PathLike) -> dict[str, Any]:
     convert`, and its description is added under `META_KEY`, so evaluation, export, predict and
     `--pretrained` all treat it as the converted file.
     """
-    from ..lineages import identify  # lineages build on this module
-
     params = read_checkpoint(ckpt)
     lineage = identify(params)
     if lineage is None or not lineage.renames:

@@ -14,8 +14,7 @@ from typing import Any, Callable, Optional
 import mindspore as ms
 import numpy as np
 
-from ..inference import build_network
-from ..models import META_KEY, ModelDescription, recognise
+from ..models import META_KEY, ModelDescription, build_network, recognise
 from ..models.description import UNSAFE_CHARS, parse_json, printable
 from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 

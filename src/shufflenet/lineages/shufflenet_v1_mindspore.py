@@ -7,8 +7,7 @@ conventions apply: 'same' pools, a classifier with bias, ImageNet-normalised RGB
 """
 from __future__ import annotations
 
-from ..inference import describe_checkpoint
-from ..models import ModelDescription
+from ..models import ModelDescription, describe_checkpoint
 from .common import Lineage, StateDict
 
 SIGNATURE = ("first_conv.0.weight", "classifier.weight", "features.1.branch_main_1.0.convs.0.weight")

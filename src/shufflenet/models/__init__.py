@@ -11,9 +11,11 @@ from . import (  # noqa: F401  (each registers its family)
 from .description import META_KEY, ModelDescription, read_description
 from .layers import GroupConv, channel_shuffle
 from .registry import (
+    build_network,
     classes_in,
     create_model,
     describe,
+    describe_checkpoint,
     family_of,
     head_prefix,
     list_families,
@@ -22,13 +24,14 @@ from .registry import (
     model_entry,
     model_options,
     option_table,
+    parameter_shapes,
     recognise,
 )
 from .shufflenet_v1 import ShuffleNetV1, ShuffleV1Block, stage_channels
 
 __all__ = [
-    "META_KEY", "GroupConv", "ModelDescription", "ShuffleNetV1", "ShuffleV1Block", "channel_shuffle",
-    "classes_in", "create_model", "describe", "family_of", "head_prefix", "list_families", "list_models",
-    "model_arch", "model_entry", "model_options", "option_table", "read_description", "recognise",
-    "stage_channels",
+    "GroupConv", "META_KEY", "ModelDescription", "ShuffleNetV1", "ShuffleV1Block", "build_network",
+    "channel_shuffle", "classes_in", "create_model", "describe", "describe_checkpoint", "family_of",
+    "head_prefix", "list_families", "list_models", "model_arch", "model_entry", "model_options",
+    "option_table", "parameter_shapes", "read_description", "recognise", "stage_channels",
 ]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from mindspore import nn
 
-from .description import ModelDescription
+from .description import ModelDescription, read_description
 
 #: Input side and convention of a model that registers no other (ImageNet-style training).
 DEFAULT_IMAGE_SIZE = 224
@@ -192,3 +192,39 @@ def recognise(shapes: Mapping[str, tuple], source: str = "the checkpoint") -> Mo
         f"{source} has parameter names of no registered family ({', '.join(_FAMILIES)}); "
         "pass --model, or import the weights with `shufflenet convert`"
     )
+
+
+def parameter_shapes(params: Mapping[str, Any]) -> dict[str, tuple]:
+    """Name -> shape of every tensor entry of a checkpoint."""
+    return {key: tuple(value.shape) for key, value in params.items() if hasattr(value, "shape")}
+
+
+def describe_checkpoint(
+    params: Mapping[str, Any],
+    model: str | None = None,
+    num_classes: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    source: str = "the checkpoint",
+) -> ModelDescription:
+    """The checkpoint's description, else recognised from its shapes; arguments override both."""
+    description = read_description(params, source)
+    if description is None:
+        shapes = parameter_shapes(params)
+        try:
+            description = recognise(shapes, source)
+        except ValueError:
+            if model is None:
+                raise
+            description = describe(model, num_classes or classes_in(model, shapes, source))
+    changes: dict[str, Any] = {"options": dict(options or {})}
+    if model is not None:
+        changes["model"] = model
+    if num_classes is not None and num_classes != description.num_classes:
+        changes["num_classes"] = num_classes
+    return description.replace(**changes)
+
+
+def build_network(description: ModelDescription, **option_overrides: Any) -> nn.Cell:
+    """An untrained network as `description` says (its class count and options)."""
+    options = {**description.options, **option_overrides}
+    return create_model(description.model, num_classes=description.num_classes, **options)

@@ -5,7 +5,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from ..models.layers import GroupConv
+from .layers import GroupConv
 
 
 def count_params(net: nn.Cell) -> int:

@@ -1,4 +1,4 @@
-"""One benchmark contender in its own process: `python -m shufflenet.utils.timing SPEC_JSON`.
+"""One benchmark contender in its own process: `python -m shufflenet.cli.benchmark_worker SPEC_JSON`.
 
 Each contender (MindSpore graph mode, the exported MINDIR through `nn.GraphCell`, PyTorch eager,
 or a fp32 GEMM) runs in a worker process of its own so that its environment (oneDNN's
@@ -39,7 +39,7 @@ def _mindspore_net(spec: dict):
     import mindspore as ms
 
     from ..models import create_model
-    from .cpu import set_mindspore_threads
+    from ..utils.cpu import set_mindspore_threads
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     if spec.get("graph_kernel"):
