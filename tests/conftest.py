@@ -1,7 +1,10 @@
 """Shared test setup: CPU, graph mode (the training mode), and deterministic weight filling."""
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -128,3 +131,89 @@ FAMILY_MODELS = {
     "squeezenet": "squeezenet1_1",
     "xception": "xception",
 }
+
+
+class PublisherServer:
+    """A publisher on 127.0.0.1: serves files by URL path, resumes with `Range` as CDNs do, and
+    misbehaves on request (`faults[path]`: an HTTP status, or `"cut"` to close the connection
+    half-way through the body every time, `"cut-once"` only the first time)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.files: dict[str, bytes] = {}
+        self.faults: dict[str, object] = {}
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # http.server's name
+                server.requests.append((self.path, self.headers.get("Range")))
+                server.answer(self)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def answer(self, handler) -> None:
+        body = self.files.get(handler.path)
+        fault = self.faults.get(handler.path)
+        if isinstance(fault, int) or body is None:
+            handler.send_error(fault if isinstance(fault, int) else 404)
+            return
+        asked = handler.headers.get("Range")  # "bytes=N-"
+        start = int(asked.split("=")[1].split("-")[0]) if asked else 0
+        handler.send_response(206 if start else 200)
+        handler.send_header("Content-Length", str(len(body) - start))
+        handler.end_headers()
+        if fault in ("cut", "cut-once"):
+            handler.wfile.write(body[start:start + (len(body) - start) // 2])
+            handler.close_connection = True
+            if fault == "cut-once":
+                self.faults.pop(handler.path)
+            return
+        handler.wfile.write(body[start:])
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def publisher_server():
+    server = PublisherServer()
+    yield server
+    server.close()
+
+
+def in_ci() -> bool:
+    """CI services set CI=true; there the tests that need root must run, not skip."""
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+@contextlib.contextmanager
+def small_mount(path: Path, options: str):
+    """A small tmpfs at `path`. Mounting needs root (CAP_SYS_ADMIN): elsewhere the test is skipped
+    with a reason `-ra` prints, and in CI (CI=true, run as root) it fails, so it never goes
+    untested there unnoticed."""
+    path.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                                 capture_output=True, text=True)
+        error = mounted.stderr.strip()[:200] if mounted.returncode else ""
+    except OSError as err:  # no mount command
+        error = str(err)
+    if error:
+        reason = (f"full and read-only disks NOT tested: mounting a tmpfs needs root (CAP_SYS_ADMIN); "
+                  f"mount said: {error}")
+        if in_ci():
+            pytest.fail(f"{reason} (CI=true: CI must run this test as root)", pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -1,6 +1,5 @@
 """Faults a user meets, driven through the real commands: nothing they made is lost or damaged,
 nothing damaged is used, and every failure is one line without a traceback."""
-import contextlib
 import json
 import os
 import signal
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from conftest import make_image_folder, small_mount
 from PIL import Image
 
 from shufflenet.utils.checkpoint import CheckpointError, read_checkpoint
@@ -181,35 +180,6 @@ def test_eval_never_writes_over_its_inputs_and_checks_the_folder_first(first_run
     one_line_error(run("eval.py", "--ckpt", ckpt, "--data-path", data, "--output",
                        tmp_path / "missing" / "r.json"), "does not exist")
     assert time.time() - started < 60
-
-
-def in_ci() -> bool:
-    """CI services set CI=true; there the tests that need root must run, not skip."""
-    return os.environ.get("CI", "").lower() in ("true", "1")
-
-
-@contextlib.contextmanager
-def small_mount(path: Path, options: str):
-    """A small tmpfs at `path`. Mounting needs root (CAP_SYS_ADMIN): elsewhere the test is skipped
-    with a reason `-ra` prints, and in CI (CI=true, run as root) it fails, so it never goes
-    untested there unnoticed."""
-    path.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                                 capture_output=True, text=True)
-        error = mounted.stderr.strip()[:200] if mounted.returncode else ""
-    except OSError as err:  # no mount command
-        error = str(err)
-    if error:
-        reason = (f"full and read-only disks NOT tested: mounting a tmpfs needs root (CAP_SYS_ADMIN); "
-                  f"mount said: {error}")
-        if in_ci():
-            pytest.fail(f"{reason} (CI=true: CI must run this test as root)", pytrace=False)
-        pytest.skip(reason)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_full_and_read_only_disks_are_one_line_errors(first_run, data, tmp_path):

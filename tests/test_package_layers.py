@@ -6,7 +6,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "shufflenet"
 #: Bottom first; a sub-package may import those before it in this list, never after.
-LAYERS = ["data", "utils", "models", "kernels", "lineages", "inference", "export", "engine", "cli"]
+LAYERS = ["data", "utils", "models", "kernels", "lineages", "inference", "pretrained", "export", "engine",
+          "cli"]
 
 
 def imported_subpackages(path: Path) -> set[str]:

@@ -82,6 +82,32 @@ def add_model_flags(parser: argparse.ArgumentParser, class_names: bool = True) -
         parser.add_argument("--class-names", help="text file with one class name per line")
 
 
+def add_weights_table_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights-table", metavar="FILE",
+                        help="YAML file of your own weight entries, over the built-in table "
+                             "(default: $SHUFFLENET_WEIGHTS_FILE)")
+
+
+def add_weights_flags(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup,
+                      table_parser: argparse.ArgumentParser) -> None:
+    """`--weights TAG` (published weights by name, with --model) and `--weights-table FILE`."""
+    parser.add_argument("--weights", metavar="TAG",
+                        help="published weights of --model by tag (torchvision, timm, mindcv, zoo, megvii, "
+                             "default, or your table's); see `shufflenet weights`")
+    add_weights_table_flag(table_parser)
+
+
+def weights_checkpoint(args: argparse.Namespace) -> str:
+    """The cached checkpoint of `--weights TAG` for `--model` (fetched and converted if needed)."""
+    from ..pretrained import fetch_weights
+
+    if not args.model:
+        raise ValueError(f"--weights {args.weights} names published weights: pass --model NAME with it "
+                         "(see `shufflenet weights`)")
+    return str(fetch_weights(args.model, True if args.weights == "default" else args.weights,
+                             args.weights_table))
+
+
 def given_options(args: argparse.Namespace) -> dict:
     """Network options given on the command line."""
     return {key[len(OPTION_DEST):]: value for key, value in vars(args).items()

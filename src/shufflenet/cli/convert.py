@@ -33,10 +33,6 @@ from pathlib import Path
 from .common import add_option_flags, given_options, read_class_names, run_command
 
 PROG = "shufflenet convert"
-#: Largest relative logit difference from the publisher's network that a conversion may show.
-MAX_RELATIVE_DIFF = 1e-4
-
-
 def build_parser() -> argparse.ArgumentParser:
     from ..lineages import ORIGINS
 
@@ -76,23 +72,11 @@ def run(args: argparse.Namespace) -> None:
     check_paths(src, dst, args.overwrite)
     names = read_class_names(args.class_names)
     from ..engine.context import setup_context
-    from ..inference.reference import compare_with_reference
-    from ..lineages import convert_file
-    from ..utils.files import scratch_folder
+    from ..pretrained import import_weights
 
     setup_context()
-    with scratch_folder(dst.parent, dst.name) as scratch:  # DST changes only once checked
-        tmp, description, lineage = convert_file(src, scratch / dst.name, args.source, args.model, names,
-                                                 given_options(args))
-        if lineage.torch_reference and args.check_size:
-            diff = compare_with_reference(tmp, src, lineage, args.check_size)
-            print(f"logits vs the {lineage.origin} network in PyTorch at {args.check_size}px: "
-                  f"max |difference| {diff['max_abs_diff']:.3g} (relative {diff['max_relative_diff']:.3g})")
-            if diff["max_relative_diff"] > MAX_RELATIVE_DIFF:
-                raise ValueError(f"the conversion of {src} differs from the PyTorch network beyond "
-                                 f"{MAX_RELATIVE_DIFF:g} relative, so {dst} was not written; the "
-                                 "conversion is wrong, please report it")
-        os.replace(tmp, dst)
+    description, lineage = import_weights(src, dst, args.source, args.model, names, given_options(args),
+                                          check_size=args.check_size)
     print(f"wrote {dst} from {lineage.origin} weights: {description.model}, "
           f"{description.num_classes} classes, "
           f"options {description.options}, preprocessing {description.preprocessing!r}")

@@ -10,7 +10,14 @@ from ..engine.context import setup_context
 from ..engine.evaluator import all_reduce_sum, evaluate
 from ..inference.sidecar import sidecar_path
 from ..utils.files import write_text
-from .common import add_config_flags, add_model_flags, given_options, run_command
+from .common import (
+    add_config_flags,
+    add_model_flags,
+    add_weights_flags,
+    given_options,
+    run_command,
+    weights_checkpoint,
+)
 
 PROG = "eval.py"
 #: The `Config` fields that say which data to score and where; the same flags as train.py's.
@@ -23,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="MindSpore checkpoint (this project's, the tutorial's, the zoo's)")
     source.add_argument("--mindir", help="exported .mindir or .onnx (its sidecar JSON next to it)")
+    add_weights_flags(source, parser)
     parser.add_argument("--trust-unverified-export", action="store_true",
                         help="with --mindir: load a file whose sidecar records no SHA-256, unchecked")
     add_model_flags(parser, class_names=False)
@@ -34,10 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     from ..inference import open_model
 
-    model_file = Path(args.ckpt or args.mindir)
-    if not model_file.is_file():
-        raise ValueError(f"{model_file} does not exist; check --ckpt/--mindir")
-    output = result_path(model_file, args.output)
+    if args.weights:
+        output = result_path(Path(f"{args.model}.{args.weights}.ckpt"), args.output)
+        model_file = Path(weights_checkpoint(args))
+    else:
+        model_file = Path(args.ckpt or args.mindir)
+        if not model_file.is_file():
+            raise ValueError(f"{model_file} does not exist; check --ckpt/--mindir")
+        output = result_path(model_file, args.output)
     source = open_source(args.dataset, args.data_path, "val", args.skip_bad_images)
     ranks = setup_context(args.device_target, args.distributed)
     predictor = open_model(model_file, args.model, args.num_classes, given_options(args),
@@ -55,12 +67,28 @@ def run(args: argparse.Namespace) -> dict:
     dataset, info = create_dataset(source, spec)
     with explained_pipeline_errors():
         result = evaluate(predictor, dataset, all_reduce_sum if ranks.size > 1 else None)
-    result = {"model_file": str(model_file), "dataset": info.kind, "image_size": info.image_size, **result}
+    result = {"model_file": str(model_file), "dataset": info.kind, "image_size": info.image_size, **result,
+              **published_scores(args)}
     if ranks.is_main:  # the score first: a failing write must not lose it
+        published = (f" (published: top-1 {result['published_top1']:g} %, "
+                     f"top-5 {result['published_top5']:g} %)"
+                     if result.get("published_top1") is not None else "")
         print(f"{model_file.name}: top-1 {result['top1']:.4f} top-5 {result['top5']:.4f} "
-              f"loss {result['loss']:.4f} on {result['samples']} {info.kind} images -> {output}", flush=True)
+              f"loss {result['loss']:.4f} on {result['samples']} {info.kind} images{published} -> {output}",
+              flush=True)
         write_text(output, json.dumps(result, indent=1) + "\n")
     return result
+
+
+def published_scores(args: argparse.Namespace) -> dict:
+    """What the publisher reports for `--weights`, to read beside the measured scores."""
+    if not args.weights:
+        return {}
+    from ..pretrained import find_entry, weight_table
+
+    entry = find_entry(args.model, True if args.weights == "default" else args.weights,
+                       weight_table(args.weights_table))
+    return {"weights": entry.name, "published_top1": entry.top1, "published_top5": entry.top5}
 
 
 def result_path(model_file: Path, output: str | None) -> Path:

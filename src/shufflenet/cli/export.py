@@ -12,7 +12,15 @@ from pathlib import Path
 
 from ..engine.config import DEVICES
 from ..export import DYNAMIC_BATCH, FORMATS, check_export_request, export_model
-from .common import add_flag, add_model_flags, describe_overrides, given_options, run_command
+from .common import (
+    add_flag,
+    add_model_flags,
+    add_weights_flags,
+    describe_overrides,
+    given_options,
+    run_command,
+    weights_checkpoint,
+)
 
 PROG = "shufflenet export"
 
@@ -33,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="MindSpore checkpoint (.ckpt)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="MindSpore checkpoint (.ckpt)")
+    add_weights_flags(source, parser)
     add_model_flags(parser)
     parser.add_argument("--preprocessing", choices=tuple(PRESETS),
                         help="input convention (default: recorded)")
@@ -41,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=batch_size_arg, default=1,
                         help="fixed input batch, or 0 / 'dynamic' for any batch (MINDIR only); default 1")
     parser.add_argument("--image-size", type=int, help="input side (default: recorded)")
-    parser.add_argument("--file-name", help="output path; the extension is added (default: next to the ckpt)")
+    parser.add_argument("--file-name", help="output path; the extension is added (default: next to the ckpt; "
+                        "with --weights MODEL.TAG in the current folder)")
     add_flag(parser, "fold_bn", bool, "fold BatchNorm into the convolutions (default: for MINDIR; "
              "onnxruntime fuses them itself)", default=None)
     parser.add_argument("--device-target", choices=DEVICES, help="MindSpore backend (default: MindSpore's)")
@@ -54,9 +65,11 @@ def run(args: argparse.Namespace) -> None:
 
     setup_context(args.device_target)
     check_export_request(args.format, args.batch_size, args.image_size)
-    net, description = load_network(args.ckpt, args.model, args.num_classes, given_options(args))
+    ckpt = weights_checkpoint(args) if args.weights else args.ckpt
+    net, description = load_network(ckpt, args.model, args.num_classes, given_options(args))
     description = describe_overrides(description, args)
-    file_name = args.file_name or str(Path(args.ckpt).with_suffix(""))
+    default_name = f"{args.model}.{args.weights}" if args.weights else str(Path(ckpt).with_suffix(""))
+    file_name = args.file_name or default_name
     path = export_model(net, args.format, file_name, args.batch_size, description, args.fold_bn)
     verification = read_sidecar(path)["verification"]
     checked = (f"verified: max |difference| {verification['max_abs_diff']:.3g} "

@@ -13,6 +13,7 @@ COMMANDS = {
     "data-benchmark": ("data_benchmark", "images/s of the input pipelines at 224 and 32"),
     "export": ("export", "export a checkpoint to MINDIR, AIR or ONNX, verified, with a sidecar JSON"),
     "predict": ("predict", "top-5 classes of image files with a .mindir, .onnx or .ckpt"),
+    "weights": ("weights", "list every publisher's weights by name, download them, chart top-1 vs MFLOPs"),
     "convert": ("convert", "import Megvii's, torchvision's, timm's, mindcv's, the tutorial's or the "
                            "zoo's weights"),
     "average-checkpoints": ("average", "average a run's last epoch checkpoints (or any of one model)"),

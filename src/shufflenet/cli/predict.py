@@ -17,7 +17,14 @@ import numpy as np
 
 from ..data.images import list_images, load_image, preprocess_image
 from ..models.description import MAX_CLASS_NAME, printable
-from .common import add_model_flags, describe_overrides, given_options, run_command
+from .common import (
+    add_model_flags,
+    add_weights_flags,
+    describe_overrides,
+    given_options,
+    run_command,
+    weights_checkpoint,
+)
 
 PROG = "shufflenet predict"
 
@@ -49,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ..data import PRESETS
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    parser.add_argument("model_file", help=".mindir or .onnx (with its .json sidecar), or .ckpt")
-    parser.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="the model file (.mindir or .onnx with its .json sidecar, or .ckpt), then image "
+                             "files or folders (searched recursively); with --weights, images only")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--image-size", type=int, help="checkpoints only: input side (default: recorded)")
@@ -60,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exported files only: load one whose sidecar records no SHA-256 "
                         "(written before export recorded it), unchecked")
     add_model_flags(parser)
+    add_weights_flags(parser, parser)
     return parser
 
 
@@ -85,12 +94,15 @@ def open_predictor(model_file: Path, args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.batch_size < 1:
         raise ValueError("--top-k and --batch-size must be positive")
-    model_file = Path(args.model_file)
-    if not model_file.is_file():
+    model_file, images = (None, args.paths) if args.weights else (Path(args.paths[0]), args.paths[1:])
+    if model_file is not None and not model_file.is_file():
         raise ValueError(f"model file {model_file} does not exist")
-    files = list_images(args.images)
+    if not images:
+        raise ValueError("name image files or folders after the model file")
+    files = list_images(images)
     if not files:
-        raise ValueError(f"no files found in {', '.join(args.images)}")
+        raise ValueError(f"no files found in {', '.join(images)}")
+    model_file = model_file or Path(weights_checkpoint(args))
     predictor = open_predictor(model_file, args)
     skipped = 0
     top_k = min(args.top_k, predictor.description.num_classes)

@@ -54,6 +54,15 @@ PRESETS: dict[str, Preprocessing] = {
     # Inception-style input, [-1, 1], resized to image_size / 0.8975 (333 for 299) and cropped:
     # Cadene's and timm's Xception.
     "inception": Preprocessing((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), eval_crop=0.8975),
+    # The evaluations of particular published weights (each publisher's code, `pretrained/published.yaml`):
+    # torchvision's IMAGENET1K_V2 recipe (MobileNetV2 V2, ShuffleNetV2 1.5x and 2.0x): 232 -> 224;
+    "torchvision_v2": Preprocessing(_scaled((0.485, 0.456, 0.406)), _scaled((0.229, 0.224, 0.225)),
+                                    eval_crop=224 / 232),
+    # the model zoo's ShuffleNetV1 (`src/dataset.py`): 239 -> 224;
+    "zoo_shufflenet_v1": Preprocessing(_scaled((0.485, 0.456, 0.406)), _scaled((0.229, 0.224, 0.225)),
+                                       eval_crop=224 / 239),
+    # timm's MobileNetV1 (`mobilenetv1_100.ra4_e3600_r224_in1k`): Inception statistics, 256 -> 224.
+    "timm_mobilenet_v1": Preprocessing((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
     # scikit-learn's digits (grey, replicated to 3 channels): centred on mid-grey.
     "digits": Preprocessing((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), eval_crop=1.0),
 }
@@ -66,8 +75,9 @@ def get_preprocessing(name: str) -> Preprocessing:
 
 
 def eval_resize(image_size: int, preprocessing: Preprocessing) -> int:
-    """Shorter-side length to resize to before the evaluation centre crop."""
-    return int(round(image_size / preprocessing.eval_crop))
+    """Shorter-side length to resize to before the evaluation centre crop, rounded down as
+    timm's and mindcv's `int(size / crop_pct)` (299 / 0.875 -> 341), exact ratios kept exact."""
+    return int(image_size / preprocessing.eval_crop + 1e-6)
 
 
 def probe_batch(batch: int, image_size: int, preprocessing: Preprocessing, seed: int = 0) -> np.ndarray:

@@ -46,7 +46,12 @@ class Config:
     model_options: dict = field(default_factory=dict, metadata={
         "help": "network options (the model's default where absent)", "flag": False})
     pretrained: Optional[str] = field(
-        default=None, metadata={"help": "checkpoint to start from (a differing classifier is reset)"})
+        default=None, metadata={"help": "checkpoint to start from, or a tag of the model's published "
+                                        "weights (torchvision, timm, mindcv, zoo, default; see "
+                                        "`shufflenet weights`); a differing classifier is reset"})
+    weights_table: Optional[str] = field(default=None, metadata={
+        "help": "YAML file of your own weight entries for --pretrained TAG "
+                "(default: $SHUFFLENET_WEIGHTS_FILE)"})
     # data
     dataset: str = field(default="auto", metadata={
         "help": "dataset kind (auto: from --data-path)", "choices": DATASETS})

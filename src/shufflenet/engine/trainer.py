@@ -37,6 +37,7 @@ from ..data.sources import ArraySource, ImageFileSource
 from ..inference import from_network, read_weights
 from ..kernels import KernelUnavailable, use_cpu_kernels
 from ..models import META_KEY, ModelDescription, create_model, describe, head_prefix, read_description
+from ..pretrained import resolve_weights
 from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint, scalar
 from ..utils.files import atomic_path, open_for_append, write_text
 from .config import TRAIN_PIPELINE_KEYS, Config, save_config
@@ -211,7 +212,7 @@ def _build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None, 
     train_source = open_source(config.dataset, config.data_path, "train", config.skip_bad_images)
     val_source = open_source(config.dataset, config.data_path, "val", config.skip_bad_images)
     resume_params = read_checkpoint(resume_from) if resume_from else None
-    pretrained_params = read_weights(config.pretrained) if config.pretrained else None
+    pretrained_params, pretrained_from, config = read_pretrained(config)
 
     train_spec, val_spec, description = resolve_inputs(config, ranks, train_source)
     steps = train_spec.steps(len(train_source))
@@ -226,8 +227,8 @@ def _build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None, 
             raise ValueError(f"--bn-recalibrate: {err}") from None
     if pretrained_params is not None:
         reset = load_weights(net, pretrained_params, new_head=head_prefix(config.model),
-                             source=config.pretrained)
-        log(f"pretrained weights from {config.pretrained}" + (f" (new classifier: {reset})" if reset else ""))
+                             source=pretrained_from)
+        log(f"pretrained weights from {pretrained_from}" + (f" (new classifier: {reset})" if reset else ""))
     lrs = lr_schedule(config.lr, config.min_lr, config.epochs, steps, config.warmup_epochs, config.scheduler,
                       config.decay_epochs, config.decay_rate, config.milestones)
     every = config.gradient_accumulation_steps  # one update per window, at its last batch's lr
@@ -279,6 +280,27 @@ def cpu_kernels(net: nn.Cell, config: Config, amp_level: str) -> str:
     if config.cpu_kernels == "on":
         raise ValueError(f"--cpu-kernels on: {why_not}")
     return f"C++ CPU kernels not used ({why_not}); MindSpore's own kernels train ~30 % slower"
+
+
+def read_pretrained(config: Config) -> tuple[dict | None, str, Config]:
+    """The weights `--pretrained` names (a checkpoint path, or a tag of the weight table), where
+    they come from, and the config with the network options and input convention they were made
+    with where they record them: a torchvision ShuffleNetV2 is built in torchvision's layout and
+    fed ImageNet input. Options and `--preprocessing` given explicitly win."""
+    if not config.pretrained:
+        return None, "", config
+    path = resolve_weights(config.pretrained, config.model, config.weights_table)
+    source = str(path) if str(path) == config.pretrained else f"{config.pretrained} ({path})"
+    params = read_weights(path)
+    recorded = read_description(params, source)
+    if recorded is None:
+        return params, source, config
+    if recorded.model != config.model:
+        raise ValueError(f"--pretrained {source} holds {recorded.model} weights, not --model {config.model}; "
+                         f"pass --model {recorded.model} or other weights")
+    return params, source, dataclasses.replace(
+        config, model_options={**recorded.options, **config.model_options},
+        preprocessing=config.preprocessing or recorded.preprocessing)
 
 
 def resolve_inputs(config: Config, ranks: Ranks, source: Source) -> tuple[PipelineSpec, PipelineSpec,

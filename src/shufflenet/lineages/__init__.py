@@ -97,6 +97,7 @@ def convert_file(
     model: str | None = None,
     class_names: list[str] | None = None,
     options: dict | None = None,
+    preprocessing: str | None = None,
 ) -> tuple[Path, ModelDescription, Lineage]:
     """Convert `src` into the checkpoint `dst` with its description; returns what was written."""
     src = Path(src)
@@ -108,6 +109,8 @@ def convert_file(
         raise ValueError(f"{src} holds {description.model}, not --model {model}")
     if class_names is not None:
         description = description.replace(class_names=tuple(class_names))
+    if preprocessing is not None:
+        description = description.replace(preprocessing=preprocessing)
     return save_converted(params, description, dst, str(src)), description, lineage
 
 

@@ -19,7 +19,7 @@ from .common import Lineage, StateDict, convert_renamed, torch_entry_names
 
 #: Options of our network that reproduce timm's.
 OPTIONS = {"activation": "relu6"}
-PREPROCESSING = "imagenet"
+PREPROCESSING = "timm_mobilenet_v1"
 SIGNATURE = ("conv_stem.weight", "bn1.running_mean", "blocks.0.0.conv_dw.weight", "blocks.0.0.conv_pw.weight",
              "classifier.weight")
 #: timm's MobileNetV2 and others with a head convolution share the stem and first block's names.
