@@ -330,7 +330,7 @@ def test_train_fine_tunes_from_a_mirrored_mindcv_file(mirror, tmp_path, home):
 def test_the_builtin_table_names_what_the_publishers_code_names():
     """Each built-in URL and score, read again from the publisher's own code at test time:
     torchvision's `*_Weights` enums and timm's pretrained configs (from their wheels), mindcv
-    0.3.0's `default_cfgs` (installed)."""
+    0.3.0's `default_cfgs` (installed), the hub's asset files (an extract); Megvii's are pages."""
     import importlib
     import pkgutil
 
@@ -361,6 +361,17 @@ def test_the_builtin_table_names_what_the_publishers_code_names():
             assert entry.url in mindcv_urls, entry.name
         elif entry.publisher == "timm":
             assert_in_timm(timm, entry)
+        elif entry.publisher == "mindspore":  # the model zoo's hub: an extract of its asset files
+            assert (entry.url, entry.sha256) in hub_assets(), entry.name
+
+
+def hub_assets() -> set[tuple[str, str]]:
+    """(asset-link, asset-sha256) pairs of `golden/mindspore_hub_assets.txt`, extracted verbatim
+    from the MindSpore Hub's repository (the commit is in the file)."""
+    lines = (REPO / "tests" / "golden" / "mindspore_hub_assets.txt").read_text().splitlines()
+    links = [line.split("<")[1].rstrip(">") for line in lines if line.startswith("asset-link:")]
+    hashes = [line.split()[1] for line in lines if line.startswith("asset-sha256:")]
+    return set(zip(links, hashes))
 
 
 def assert_in_timm(timm, entry) -> None:
