@@ -249,3 +249,52 @@ def test_invalid_augmentation_settings_name_the_field(fields, name):
 def test_num_classes_must_cover_the_dataset():
     with pytest.raises(ValueError, match="num_classes 5 is less than the dataset's 10 classes"):
         create_dataset(random_source(), PipelineSpec(True, 8, mixup=1.0, num_classes=5))
+
+
+def map_operations(dataset) -> list:
+    """The image operations of a built pipeline's map step."""
+    node = dataset
+    while not hasattr(node, "operations") and node.children:
+        node = node.children[0]
+    return list(node.operations)
+
+
+#: What each policy is, from its paper and the reference implementations: RandAugment (Cubuk et
+#: al., 2020) with timm's "m9 n2" = 2 ops at 9/10 of each op's range (timm divides m by 10);
+#: AutoAugment's ImageNet policy (Cubuk et al., 2019; torchvision's AutoAugmentPolicy.IMAGENET);
+#: TrivialAugment Wide (Mueller and Hutter, 2021) with torchvision's 31 magnitude bins.
+POLICIES = [
+    ("randaug", "RandAugment", {"num_ops": 2, "magnitude_fraction": 0.9}),
+    ("randaug-m7-n3", "RandAugment", {"num_ops": 3, "magnitude_fraction": 0.7}),
+    ("randaug-m0-n1", "RandAugment", {"num_ops": 1, "magnitude_fraction": 0.0}),
+    ("autoaug", "AutoAugment", {"policy": "imagenet"}),
+    ("trivialaugwide", "TrivialAugmentWide", {"num_magnitude_bins": 31}),
+]
+
+
+@pytest.mark.parametrize("spec,op_name,expected", POLICIES, ids=[p[0] for p in POLICIES])
+def test_auto_augment_builds_the_named_policy(spec, op_name, expected):
+    """The op the training pipeline maps, with the policy's counts and magnitudes, after the crop
+    and flip on uint8 pixels, bilinear, filling with the dataset's mean colour."""
+    from mindspore.dataset import vision
+
+    from shufflenet.data.pipeline import build_transforms
+    from shufflenet.data.presets import get_preprocessing
+
+    operations = map_operations(create_dataset(random_source(), PipelineSpec(True, 8, auto_augment=spec))[0])
+    names = [type(op).__name__ for op in operations]
+    assert names == ["RandomCrop", "RandomHorizontalFlip", op_name, "Normalize", "HWC2CHW"]
+    op = operations[2]
+    got = {"policy": getattr(getattr(op, "policy", None), "value", None)}
+    if op_name == "RandAugment":
+        got.update(num_ops=op.num_ops, magnitude_fraction=op.magnitude / (op.num_magnitude_bins - 1))
+    if op_name == "TrivialAugmentWide":
+        got["num_magnitude_bins"] = op.num_magnitude_bins
+    assert {key: got[key] for key in expected} == pytest.approx(expected)
+    assert op.interpolation == vision.Inter.BILINEAR
+    assert op.fill_value == tuple(round(v) for v in get_preprocessing("cifar10").mean)
+
+    # ImageNet's recipe: the policy takes the colour jitter's place.
+    imagenet = [type(op).__name__ for op in build_transforms(
+        "imagenet", get_preprocessing("imagenet"), 64, True, auto_augment=spec)]
+    assert imagenet == ["RandomResizedCrop", "RandomHorizontalFlip", op_name, "Normalize", "HWC2CHW"]

@@ -60,9 +60,10 @@ def small_data(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("small"), train=4, val=7)
 
 
-def reference_weights(data, accumulate=1, epochs=EPOCHS):
+def reference_weights(data, accumulate=1, epochs=EPOCHS, clip_value=None):
     """The data-parallel update computed in one process: the mean of both shards' gradients
-    (and of `accumulate` consecutive steps', applied at the last one's learning rate).
+    (and of `accumulate` consecutive steps', applied at the last one's learning rate), clipped
+    to global norm `clip_value` if given (the test fails where that would not clip).
 
     Each rank normalises with its own shard's BatchNorm statistics, so this, not a plain run
     at the global batch, is what two ranks must reproduce. The network runs the C++ CPU kernels
@@ -88,7 +89,12 @@ def reference_weights(data, accumulate=1, epochs=EPOCHS):
             (_, g0), (_, g1) = grad_fn(x0, y0), grad_fn(x1, y1)
             pending.append([(a + b) / 2 for a, b in zip(g0, g1)])
             if len(pending) == accumulate:
-                optimizer(tuple(sum(grads) / accumulate for grads in zip(*pending)))
+                grads = [sum(grads) / accumulate for grads in zip(*pending)]
+                if clip_value is not None:
+                    norm = float(np.sqrt(sum((g.asnumpy().astype(np.float64) ** 2).sum() for g in grads)))
+                    assert norm > 2 * clip_value, f"global norm {norm:.3g} is not clipped by {clip_value}"
+                    grads = [g * (clip_value / norm) for g in grads]
+                optimizer(tuple(grads))
                 pending = []
     return initial, {p.name: p.asnumpy() for p in net.trainable_params()}
 
@@ -110,13 +116,15 @@ def difference_to_update(checkpoint, initial, expected):
     return difference
 
 
+#: The global norm the two-rank run clips to: the reduced gradient's is ~500, so clipping acts.
+CLIP = 50.0
 #: Accumulation over both epochs' single step (one update), its reduction across ranks, the
-#: dynamic loss scale's overflow check agreed by all-reduce, clipping (too loose to act), EMA.
+#: dynamic loss scale's overflow check agreed by all-reduce, clipping of the reduced gradient, EMA.
 FEATURES = ["--gradient-accumulation-steps", "2", "--loss-scale", "1024", "--loss-scale-type", "dynamic",
-            "--clip-grad", "--clip-value", "1000", "--ema", "--ema-decay", "0.9"]
+            "--clip-grad", "--clip-value", str(CLIP), "--ema", "--ema-decay", "0.9"]
 
 
-@pytest.mark.parametrize("features", [[], FEATURES], ids=["plain", "accumulation-ema-dynamic-scale"])
+@pytest.mark.parametrize("features", [[], FEATURES], ids=["plain", "accumulation-clipping-ema-dynamic-scale"])
 def test_two_workers_agree_with_each_other_and_with_the_data_parallel_math(small_data, tmp_path, features):
     out, logs = tmp_path / "out", tmp_path / "logs"
     started = time.time()
@@ -135,7 +143,8 @@ def test_two_workers_agree_with_each_other_and_with_the_data_parallel_math(small
     assert "(21 samples)" in (out / "train.log").read_text()
     assert not list(tmp_path.glob("**/rank_1*"))
 
-    initial, expected = reference_weights(small_data, accumulate=2 if features else 1)
+    initial, expected = reference_weights(small_data, accumulate=2 if features else 1,
+                                          clip_value=CLIP if features else None)
     keys = sorted(expected)
     start, want = (np.concatenate([d[k].ravel() for k in keys]) for d in (initial, expected))
     assert difference_to_update(out / "final.ckpt", initial, expected) < 1e-4
@@ -236,6 +245,49 @@ def test_export_and_eval_scripts_run_end_to_end(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert "on 360 digits images" in scored.stdout
+
+
+def _other_ranks_at(monkeypatch, *epochs):
+    """The all-reduce as this rank sees it when the other ranks would start at `epochs`."""
+    from shufflenet.engine import trainer
+
+    others = sum((np.array([e, e**2], np.float64) for e in epochs), np.zeros(2))
+    monkeypatch.setattr(trainer, "all_reduce_sum", lambda values: values + others)
+
+
+@pytest.mark.parametrize("mine,others,refused", [
+    (3, [3], False), (0, [0, 0], False), (3, [2], True), (0, [2], True),
+    (2, [1, 3], True),  # the mean is this rank's epoch: only the squares tell
+])
+def test_ranks_that_would_start_at_different_epochs_are_refused(monkeypatch, mine, others, refused):
+    """Unit level, the all-reduce replaced: every rank compares sums of the epochs and of their
+    squares, so every rank reaches the same verdict (a mismatch would hang the collectives)."""
+    from shufflenet.engine.trainer import _check_ranks_agree
+    from shufflenet.utils.checkpoint import CheckpointError
+
+    _other_ranks_at(monkeypatch, *others)
+    if refused:
+        message = f"ranks would resume from different epochs \\(this one: {mine}"
+        with pytest.raises(CheckpointError, match=message):
+            _check_ranks_agree(mine, 1 + len(others))
+    else:
+        _check_ranks_agree(mine, 1 + len(others))
+
+
+def test_a_run_whose_ranks_disagree_is_refused_before_it_writes(small_data, tmp_path, monkeypatch):
+    """The check is part of building a run: rank 0 starting afresh while its peer would resume
+    at epoch 2 stops before anything is written, with the fix in the message."""
+    from shufflenet.engine.config import Config
+    from shufflenet.engine.context import Ranks
+    from shufflenet.engine.trainer import build_run
+    from shufflenet.utils.checkpoint import CheckpointError
+
+    _other_ranks_at(monkeypatch, 2)
+    config = Config(model=MODEL, data_path=str(small_data), image_size=32, batch_size=BATCH, epochs=3,
+                    num_workers=1, cpu_kernels="off", output_dir=str(tmp_path / "out"))
+    with pytest.raises(CheckpointError, match="same --output-dir .* or be given the same --resume file"):
+        build_run(config, Ranks(rank=0, size=2), log=lambda line: None)
+    assert not (tmp_path / "out").exists()
 
 
 #: The two ends of the wire between the namespaces; nothing outside them sees these addresses.

@@ -12,6 +12,7 @@ import shufflenet
 from shufflenet.cli.common import build_train_parser
 from shufflenet.data import PipelineSpec, create_dataset, open_source
 from shufflenet.engine.config import list_recipes, load_yaml, recipe_path, resolve_config
+from shufflenet.engine.evaluator import batch_sums, evaluate
 from shufflenet.engine.optim import build_optimizer, split_decay_params
 from shufflenet.engine.schedule import lr_schedule
 from shufflenet.utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
@@ -161,3 +162,196 @@ def test_pretrained_loading_resets_only_a_differently_sized_classifier(tmp_path)
     reset = load_weights(fine, path, new_head="classifier.")
     assert reset == ["classifier.weight", "classifier.bias"]
     np.testing.assert_array_equal(fine.first_conv[0].weight.asnumpy(), net.first_conv[0].weight.asnumpy())
+
+
+class _Batches:
+    """A stand-in for a MindSpore dataset: the evaluator only iterates over (images, labels)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def create_tuple_iterator(self, num_epochs=1, output_numpy=True):
+        return iter(self.batches)
+
+
+def test_top1_top5_and_loss_against_a_hand_count():
+    """Six classes, so top-5 can miss: logits are log-probabilities (plus a shift that a softmax
+    without the max subtracted overflows on), so each loss is -log p by hand."""
+    probs = np.array([0.4, 0.2, 0.15, 0.1, 0.1, 0.05])
+    shifted = np.log(probs) + 1000.0
+    logits = np.stack([
+        shifted,             # label 0: the top class
+        shifted,             # label 2: third, a top-5 hit only
+        shifted,             # label 5: last of six, missed by both
+        shifted[::-1],       # label 5 (p 0.4 now): the top class
+        np.full(6, 3.0),     # label 0 among six equal logits: ties go to the lower index
+        [3, 3, 1, 1, 1, 1],  # label 0, tied with class 1 for the top: a top-1 hit
+        np.full(6, 3.0),     # label 5 among six equal logits: outside the first five
+    ])  # float64: exp(1000) overflows even there
+    labels = np.array([0, 2, 5, 5, 0, 0, 5])
+    loss, top1, top5, count = batch_sums(logits, labels)
+    assert (top1, top5, count) == (4, 5, 7)  # hits: rows 0, 3, 4, 5 / rows 0, 1, 3, 4, 5
+    tied = np.exp(3) / (2 * np.exp(3) + 4 * np.exp(1))
+    by_hand = -np.log([0.4, 0.15, 0.05, 0.4, 1 / 6, tied, 1 / 6]).sum()
+    assert loss == pytest.approx(by_hand, rel=1e-6)
+
+    # Fewer than five classes: top-5 means every class, so every sample is a hit.
+    assert list(batch_sums(np.array([[0.0, 1.0, 2.0]], np.float32), np.array([0]))[1:]) == [0, 1, 1]
+
+
+def test_evaluate_weighs_every_sample_once_and_sums_ranks_before_dividing():
+    """Batches of unequal size (the last one partial) and a second rank's sums: the scores are
+    totals over all samples, not means of batch or rank means."""
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((7, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 7)
+    table = {float(i): row for i, row in enumerate(logits)}  # image i is the scalar i
+    images = np.arange(7, dtype=np.float32)
+    dataset = _Batches([(images[:5], labels[:5]), (images[5:], labels[5:])])
+
+    def predict(batch):
+        return np.stack([table[float(i)] for i in batch])
+
+    expected_loss = -np.log(np.exp(logits[np.arange(7), labels]) / np.exp(logits).sum(axis=1))
+    hits = logits.argmax(axis=1) == labels
+    scores = evaluate(predict, dataset)
+    assert scores["samples"] == 7
+    assert scores["top1"] == pytest.approx(hits.mean())
+    assert scores["loss"] == pytest.approx(expected_loss.mean(), rel=1e-6)
+
+    other_rank = np.array([10.0, 1.0, 3.0, 3.0])  # [loss sum, top-1 hits, top-5 hits, count]
+    both = evaluate(predict, dataset, reduce=lambda totals: totals + other_rank)
+    assert both["samples"] == 10
+    assert both["top1"] == pytest.approx((hits.sum() + 1) / 10)
+    assert both["top5"] == pytest.approx((7 + 3) / 10)  # four classes: every local sample is a top-5 hit
+    assert both["loss"] == pytest.approx((expected_loss.sum() + 10.0) / 10, rel=1e-6)
+    with pytest.raises(ValueError, match="yielded no samples"):
+        evaluate(predict, _Batches([]))
+
+
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory):
+    """A run with EMA built as train.py builds one (nothing trained), on 9 validation images."""
+    from conftest import make_image_folder
+
+    from shufflenet.engine.config import Config
+    from shufflenet.engine.context import Ranks
+    from shufflenet.engine.trainer import build_run
+
+    root = tmp_path_factory.mktemp("ema_run")
+    data = make_image_folder(root / "data", train=6, val=3)
+    config = Config(model="shufflenet_v1_g3_x0_25", data_path=str(data), image_size=32, batch_size=4,
+                    epochs=4, ema=True, ema_decay=0.9, num_workers=1, cpu_kernels="off",
+                    output_dir=str(root / "out"))
+    run = build_run(config, Ranks(), log=lambda line: None)
+    yield run
+    run.folder.release()
+
+
+def _set_epoch_weights(run, seed: int) -> tuple[dict, dict]:
+    """Give the network and its EMA different reproducible values, as training would."""
+    from shufflenet.engine.train_step import ema_parameters
+
+    fill_deterministic(run.net, seed)
+    raw = {p.name: p.asnumpy().copy() for p in run.net.get_parameters()}
+    ema = {}
+    for weight, average in ema_parameters(run.train_net):
+        ema[weight.name] = (raw[weight.name] * 0.5 + 0.01 * (seed + 1)).astype(np.float32)
+        average.set_data(ms.Tensor(ema[weight.name]))
+    return raw, ema
+
+
+def _network_values(run) -> dict:
+    return {p.name: p.asnumpy().copy() for p in run.net.get_parameters()}
+
+
+def test_ema_is_scored_beside_the_weights(ema_run):
+    """`ema_*` scores are the averaged weights' (put into the network by hand here), the plain
+    scores the weights', which the network holds again afterwards."""
+    from shufflenet.engine.trainer import evaluate_run
+    from shufflenet.inference import from_network
+
+    run = ema_run
+    raw, ema = _set_epoch_weights(run, 3)
+
+    def score(values):
+        for param in run.net.get_parameters():
+            param.set_data(ms.Tensor(values[param.name]))
+        dataset, _ = create_dataset(run.val_source, run.val_spec)
+        return evaluate(from_network(run.net, run.description), dataset)
+
+    by_hand = {"raw": score(raw), "ema": score(ema)}
+    for param in run.net.get_parameters():
+        param.set_data(ms.Tensor(raw[param.name]))
+    scores = evaluate_run(run, 1)
+    assert by_hand["raw"]["loss"] != pytest.approx(by_hand["ema"]["loss"], rel=1e-3)  # the two differ
+    for key in ("top1", "top5", "loss"):
+        assert scores[key] == pytest.approx(by_hand["raw"][key], rel=1e-6)
+        assert scores[f"ema_{key}"] == pytest.approx(by_hand["ema"][key], rel=1e-6)
+    assert all(np.array_equal(value, raw[name]) for name, value in _network_values(run).items())
+
+
+def test_best_checkpoint_holds_the_best_epoch_of_weights_or_ema(ema_run):
+    """best.ckpt is rewritten only when an epoch's better top-1 (weights or EMA) beats every
+    earlier one (a tie does not), holds those values, and records epoch, score and which."""
+    import csv
+
+    from shufflenet.engine.trainer import best_score, record_epoch
+    from shufflenet.utils.checkpoint import scalar
+
+    run = ema_run
+    for name in ("best.ckpt", "metrics.csv"):
+        (run.out / name).unlink(missing_ok=True)
+    run.best_top1 = -1.0
+    # (val top-1, EMA top-1, what best.ckpt must then hold: which values, of which epoch)
+    epochs = [(0.5, 0.6, ("ema", 1)), (0.6, 0.55, ("ema", 1)), (0.8, 0.7, ("raw", 3)),
+              (None, None, ("raw", 3))]
+    kept = {}
+    for epoch, (top1, ema_top1, (which, best_epoch)) in enumerate(epochs, start=1):
+        raw, ema = _set_epoch_weights(run, 10 + epoch)
+        kept[epoch] = {"raw": raw, "ema": ema}
+        row = {"epoch": epoch, "train_loss": 1.0, "lr": 0.1, "epoch_seconds": 1.0}
+        if top1 is not None:  # an epoch between evaluations has no scores
+            row.update(val_top1=top1, val_top5=1.0, val_loss=0.5, val_ema_top1=ema_top1, val_ema_top5=1.0,
+                       val_ema_loss=0.4)
+        record_epoch(run, epoch, row)
+        saved = read_checkpoint(run.out / "best.ckpt")
+        assert (scalar(saved, "epoch"), scalar(saved, "weights")) == (best_epoch, which), epoch
+        for name, value in kept[best_epoch][which].items():
+            np.testing.assert_array_equal(saved[name].asnumpy(), value, err_msg=f"epoch {epoch}: {name}")
+        assert all(np.array_equal(value, raw[name]) for name, value in _network_values(run).items())
+    assert best_score(run.out) == pytest.approx(0.8)  # what a resumed run starts from
+    with open(run.out / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["val_ema_top1"] for row in rows] == ["0.6", "0.55", "0.7", ""]
+    assert {"val_ema_top5", "val_ema_loss"} <= rows[0].keys() and rows[0]["val_ema_loss"] == "0.4"
+
+
+@pytest.mark.parametrize("top1,ema_top1,exported", [(0.5, 0.7, "ema"), (0.7, 0.5, "raw"), (0.6, 0.6, "raw")])
+def test_the_export_takes_the_better_of_weights_and_ema(ema_run, monkeypatch, top1, ema_top1, exported):
+    """finish() exports the network while it holds the EMA only when the EMA scored higher (a tie
+    keeps the weights); final.ckpt and final_ema.ckpt hold one each whichever won."""
+    import shufflenet.export
+    from shufflenet.engine.trainer import finish
+
+    run = ema_run
+    raw, ema = _set_epoch_weights(run, 20)
+    if not (run.out / "metrics.csv").exists():
+        (run.out / "metrics.csv").write_text("epoch,train_loss,lr,epoch_seconds\n1,1.0,0.1,1.0\n")
+    seen = {}
+
+    def export_model(net, fmt, file_name, batch_size, description):
+        seen.update({p.name: p.asnumpy().copy() for p in net.get_parameters()})
+        return file_name
+
+    monkeypatch.setattr(shufflenet.export, "export_model", export_model)
+    finish(run, {"top1": top1, "top5": 1.0, "loss": 0.5, "ema_top1": ema_top1, "ema_top5": 1.0,
+                 "ema_loss": 0.5, "samples": 9})
+    expected = {"raw": raw, "ema": ema}[exported]
+    assert seen.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(seen[name], value, err_msg=name)
+    assert all(np.array_equal(value, raw[name]) for name, value in _network_values(run).items())
+    for file, values in (("final.ckpt", raw), ("final_ema.ckpt", ema)):
+        saved = read_checkpoint(run.out / file)
+        assert all(np.array_equal(saved[name].asnumpy(), value) for name, value in values.items()), file

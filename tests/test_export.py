@@ -222,3 +222,33 @@ def test_cli_exports_a_foreign_checkpoint_recognised_from_its_shapes(tmp_path):
     sidecar = read_sidecar(tmp_path / "zoo.mindir")
     assert sidecar["model"] == MODEL and sidecar["preprocessing"]["name"] == "imagenet"
     assert sidecar["options"]["classifier_bias"] is True
+
+
+def test_cli_class_names_and_fold_bn_flags(tmp_path, capsys):
+    """`--class-names FILE` puts the file's names in the sidecar (a wrong count is refused);
+    `--fold-bn` on an ONNX export (which keeps BatchNorm by default) leaves no BatchNorm node
+    and computes what the unfolded network does."""
+    onnx = pytest.importorskip("onnx")
+    net = create_model("shufflenet_v1_g3_x0_25", num_classes=len(CLASSES))
+    fill_deterministic(net)
+    net.set_train(False)
+    description = ModelDescription("shufflenet_v1_g3_x0_25", len(CLASSES), 32, "imagenet", {}, CLASSES)
+    ckpt = save_checkpoint(net, tmp_path / "run.ckpt", extra={META_KEY: description.to_json()})
+    names = ["ant", "bee", "cow", "doe", "elk"]
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n\n")
+    assert export_main(["--ckpt", str(ckpt), "--format", "ONNX", "--batch-size", "2", "--fold-bn",
+                        "--class-names", str(tmp_path / "names.txt"),
+                        "--file-name", str(tmp_path / "folded")]) == 0
+    assert "BatchNorm folded" in capsys.readouterr().out.splitlines()[-1]
+    folded = tmp_path / "folded.onnx"
+    sidecar = read_sidecar(folded)
+    assert sidecar["class_names"] == names and sidecar["verification"]["batchnorm_folded"] is True
+    ops = {node.op_type for node in onnx.load(str(folded)).graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops, sorted(ops)
+    inputs = probe_batch(2, 32, get_preprocessing("imagenet"), seed=3)
+    unfolded = net(ms.Tensor(inputs)).asnumpy()
+    assert np.abs(run_exported(folded, "ONNX", inputs) - unfolded).max() < RELATIVE * np.abs(unfolded).max()
+
+    (tmp_path / "four.txt").write_text("\n".join(names[:4]))
+    assert export_main(["--ckpt", str(ckpt), "--class-names", str(tmp_path / "four.txt")]) == 1
+    assert "--class-names has 4 names for a 5-class model" in capsys.readouterr().err

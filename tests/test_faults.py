@@ -259,9 +259,11 @@ def test_cifar10_labels_outside_0_to_9_are_refused_when_opened(tmp_path):
 @pytest.mark.parametrize("args,fragments", [
     (["--lr", "nan"], ["lr and min_lr must be finite"]),
     (["--resume", "auto", "--output-dir", "/no/such/run"], ["--resume auto: /no/such/run does not exist"]),
+    (["--model", "squeezenet1_1", "--bn-recalibrate", "2"], ["--bn-recalibrate:", "has no BatchNorm layers"]),
 ])
-def test_bad_training_arguments_stop_before_any_work(data, args, fragments):
-    one_line_error(run("train.py", *TINY, "--data-path", data, *args), *fragments)
+def test_bad_training_arguments_stop_before_any_work(data, args, fragments, tmp_path):
+    one_line_error(run("train.py", *TINY, "--data-path", data, *args, cwd=tmp_path), *fragments)
+    assert list(tmp_path.iterdir()) == []  # no run folder left behind
 
 
 def test_resuming_a_final_checkpoint_explains_what_it_lacks(first_run, data, tmp_path):

@@ -20,7 +20,8 @@ CLASSES = ["cat", "dog", "fox", "owl", "yak", "emu"]
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A checkpoint with its description, and its dynamic-batch MINDIR export."""
+    """A checkpoint with its description, its dynamic-batch MINDIR export and an ONNX export
+    with a fixed batch of 3 (predict's batches of 2 are padded to it)."""
     folder = tmp_path_factory.mktemp("model")
     net = create_model("shufflenet_v1_g3_x0_5", num_classes=len(CLASSES))
     fill_deterministic(net, 2)
@@ -33,7 +34,8 @@ def model(tmp_path_factory):
     description = ModelDescription("shufflenet_v1_g3_x0_5", len(CLASSES), SIZE, "imagenet", {}, CLASSES)
     ckpt = save_checkpoint(net, folder / "net.ckpt", extra={META_KEY: description.to_json()})
     mindir = export_model(net, "MINDIR", folder / "net", 0, description)
-    return net, ckpt, mindir
+    onnx = export_model(net, "ONNX", folder / "net", 3, description)
+    return net, ckpt, mindir, onnx
 
 
 @pytest.fixture
@@ -68,11 +70,12 @@ def _parse(stdout):
     return results
 
 
-@pytest.mark.parametrize("kind", ["mindir", "ckpt"])
+@pytest.mark.parametrize("kind", ["mindir", "ckpt", "onnx"])
 def test_predict_prints_top5_and_skips_a_non_image(model, images, capsys, kind):
-    net, ckpt, mindir = model
+    net, ckpt, mindir, onnx = model
     folder, paths = images
-    code = predict_main([str(mindir if kind == "mindir" else ckpt), str(folder), "--batch-size", "2"])
+    model_file = {"mindir": mindir, "ckpt": ckpt, "onnx": onnx}[kind]
+    code = predict_main([str(model_file), str(folder), "--batch-size", "2"])
     out, err = capsys.readouterr()
     assert code == 1  # one file was skipped
     assert "notes.txt is not a readable image" in err and len(err.strip().splitlines()) == 1
@@ -86,20 +89,20 @@ def test_predict_prints_top5_and_skips_a_non_image(model, images, capsys, kind):
 
 
 def test_predict_exit_status_is_zero_when_every_file_is_an_image(model, images, capsys):
-    _, _, mindir = model
+    _, _, mindir, _ = model
     _, paths = images
     assert predict_main([str(mindir), str(paths[0]), "--top-k", "2"]) == 0
     assert len(_parse(capsys.readouterr().out)[str(paths[0])]) == 2
 
 
 def test_predict_refuses_checkpoint_flags_for_an_exported_file(model, images, capsys):
-    _, _, mindir = model
+    _, _, mindir, _ = model
     assert predict_main([str(mindir), str(images[1][0]), "--image-size", "64"]) == 1
     assert "--image-size apply to checkpoints" in capsys.readouterr().err
 
 
 def test_predict_without_a_sidecar_says_what_is_missing(model, images, tmp_path, capsys):
-    _, _, mindir = model
+    _, _, mindir, _ = model
     lonely = tmp_path / "lonely.mindir"
     lonely.write_bytes(mindir.read_bytes())
     assert predict_main([str(lonely), str(images[1][0])]) == 1

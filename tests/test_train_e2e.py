@@ -109,3 +109,62 @@ def test_bad_inputs_stop_before_training_with_one_line(data, tmp_path):
         assert result.returncode == 1
         assert message in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_leaves_a_resumable_run_that_resume_path_continues(data, tmp_path):
+    """Ctrl-C (SIGINT) mid-run exits 130 with one line naming the last checkpoint, which holds
+    the training state. `--resume PATH` continues from the file named, an older one than
+    `auto` would pick, into another folder: its later epochs equal the interrupted run's. That
+    run keeps exactly its newest `--keep-checkpoints 2` epoch files besides best and final, and
+    scores its EMA beside the weights every epoch (`val_ema_*`), best.ckpt holding the best."""
+    import csv
+
+    from shufflenet.utils.checkpoint import scalar
+
+    common = [*TINY, "--data-path", data, "--scheduler", "constant", "--warmup-epochs", "0", "--no-export",
+              "--ema", "--ema-decay", "0.9"]  # a constant lr: the resumed run may set fewer epochs
+    first = tmp_path / "first"
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, common), "--epochs", "200",
+                             "--eval-interval", "0", "--keep-checkpoints", "200", "--output-dir", str(first)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (first / "checkpoints" / "epoch-0003.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    last = sorted((first / "checkpoints").iterdir())[-1]
+    assert f"train.py: interrupted: the last checkpoint is {last}; continue with --resume auto " \
+           f"--output-dir {first}" in err
+    assert not (first / "final.ckpt").exists() and not last.name.startswith(".")
+    state = read_checkpoint(last)
+    assert scalar(state, "epoch") == int(last.stem.split("-")[1]) >= 3
+    assert any(k.startswith("moments.") for k in state) and any(k.startswith("ema.") for k in state)
+
+    second = tmp_path / "second"
+    start = first / "checkpoints" / "epoch-0001.ckpt"
+    resumed = run("train.py", *common, "--epochs", "4", "--eval-interval", "1", "--keep-checkpoints", "2",
+                  "--resume", start, "--output-dir", second)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {start} at epoch 1" in resumed.stdout
+    kept = sorted(p.name for p in (second / "checkpoints").iterdir())
+    assert kept == ["epoch-0003.ckpt", "epoch-0004.ckpt"]  # epoch 2's was written, then pruned
+    assert (second / "best.ckpt").is_file() and (second / "final.ckpt").is_file()
+    expected, got = (weights(folder / "checkpoints" / "epoch-0003.ckpt") for folder in (first, second))
+    assert expected.keys() == got.keys()
+    for key in expected.keys() - {"learning_rate"}:  # the schedule array's length follows --epochs
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+    with open(second / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [2, 3, 4]
+    assert all(r[f"val_ema_{k}"] != "" for r in rows for k in ("top1", "top5", "loss"))
+    assert resumed.stdout.count("EMA val top-1") == 3
+    scores = [(max(float(r["val_top1"]), float(r["val_ema_top1"])), r) for r in rows]
+    best_value, best_row = next((value, r) for value, r in scores if value == max(v for v, _ in scores))
+    best = read_checkpoint(second / "best.ckpt")
+    ema_won = float(best_row["val_ema_top1"]) > float(best_row["val_top1"])
+    assert scalar(best, "epoch") == int(best_row["epoch"])
+    assert scalar(best, "weights") == ("ema" if ema_won else "raw")
+    assert scalar(best, "top1") == pytest.approx(best_value)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
+from shufflenet.engine import train_step as train_step_module
 from shufflenet.engine.optim import OPTIMIZERS, build_optimizer
 from shufflenet.engine.schedule import lr_schedule
 from shufflenet.engine.train_step import EMA_WARMUP, TrainStep, WithLoss, ema_parameters, swapped
@@ -148,3 +149,114 @@ def test_schedulers_against_hand_computed_values():
     assert lr_schedule(0.3, 0.0, **steps, scheduler="constant") == pytest.approx([0.3] * 20)
     with pytest.raises(ValueError, match="scheduler must be one of"):
         lr_schedule(1.0, 0.0, **steps, scheduler="cosine_decay")
+
+
+def _run_ours(opt: str, lrs: np.ndarray, grads: list, momentum: float = 0.9, weight_decay: float = 0.01):
+    """`opt` from `build_optimizer` on a Dense(4, 3), fed `grads` (one tuple per step, in the
+    optimizer's parameter order: the decayed weight first); returns start and end values."""
+    net = nn.Dense(4, 3)
+    start = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    optimizer = build_optimizer(net, lrs, momentum, weight_decay, opt)
+    names = [p.name for p in optimizer.parameters]
+    for step in grads:
+        optimizer(tuple(Tensor(g) for g in step))
+    return names, start, {p.name: p.asnumpy() for p in optimizer.parameters}
+
+
+def _random_grads(shapes: list, steps: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal(shape).astype(np.float32) for shape in shapes] for _ in range(steps)]
+
+
+@pytest.mark.parametrize("opt", ["momentum", "nesterov", "sgd", "rmsprop"])
+def test_sgd_family_and_rmsprop_match_torch(opt):
+    """Against torch.optim with the same groups (weight decay on the weight, not the bias).
+    RMSProp is MindSpore's (TensorFlow's) convention, which torch takes once told: the mean
+    square starts at 1 (torch: 0) and eps sits inside the root, decay 0.9; at a constant lr its
+    momentum buffer (which holds lr x step in MindSpore) matches torch's, so the lr is constant."""
+    torch = pytest.importorskip("torch")
+    lrs = np.full(4, 0.05, np.float32) if opt == "rmsprop" else np.array([0.1, 0.05, 0.02, 0.01], np.float32)
+    shapes = [(3, 4), (3,)]
+    grads = _random_grads(shapes, len(lrs))
+    names, start, ours = _run_ours(opt, lrs, grads)
+    theirs = {k: torch.nn.Parameter(torch.tensor(start[k])) for k in names}
+    groups = [{"params": [theirs[names[0]]], "weight_decay": 0.01},  # the weight; the bias is not decayed
+              {"params": [theirs[names[1]]], "weight_decay": 0.0}]
+    if opt == "rmsprop":
+        reference = torch.optim.RMSprop(groups, lr=0.05, alpha=0.9, eps=1e-10, momentum=0.9)
+        for param in theirs.values():  # MindSpore's mean square starts at ones
+            reference.state[param] = {"step": torch.tensor(0.0), "square_avg": torch.ones_like(param),
+                                      "momentum_buffer": torch.zeros_like(param)}
+    else:
+        reference = torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=opt == "nesterov")
+    for lr, step in zip(lrs, grads):
+        for group in reference.param_groups:
+            group["lr"] = float(lr)
+        for key, grad in zip(names, step):
+            theirs[key].grad = torch.tensor(grad)
+        reference.step()
+    for key in names:
+        np.testing.assert_allclose(ours[key], theirs[key].detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
+        assert not np.allclose(ours[key], start[key])
+
+
+def test_lamb_matches_the_papers_update():
+    """LAMB as You et al. (2020), "Large Batch Optimization for Deep Learning", Algorithm 2, per
+    tensor, in numpy: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, bias-corrected m^ and v^,
+    r = m^ / (sqrt(v^) + eps), x -= lr phi(||x||) / ||r + lam x|| (r + lam x) with phi the identity
+    (a zero norm gives a ratio of 1, as their reference code)."""
+    lrs = np.array([0.1, 0.05, 0.02, 0.01], np.float32)
+    shapes = [(3, 4), (3,)]
+    grads = _random_grads(shapes, len(lrs), seed=1)
+    names, start, ours = _run_ours("lamb", lrs, grads, weight_decay=0.01)
+    beta1, beta2, eps = 0.9, 0.999, 1e-6
+    decays = {names[0]: 0.01, names[1]: 0.0}  # no decay on the bias
+    x = {k: start[k].astype(np.float64) for k in names}
+    m = {k: np.zeros_like(v) for k, v in x.items()}
+    v = {k: np.zeros_like(value) for k, value in x.items()}
+    for t, (lr, step) in enumerate(zip(lrs, grads), start=1):
+        for key, grad in zip(names, step):
+            m[key] = beta1 * m[key] + (1 - beta1) * grad
+            v[key] = beta2 * v[key] + (1 - beta2) * grad.astype(np.float64) ** 2
+            r = (m[key] / (1 - beta1**t)) / (np.sqrt(v[key] / (1 - beta2**t)) + eps)
+            update = r + decays[key] * x[key]
+            norms = np.linalg.norm(x[key]), np.linalg.norm(update)
+            trust = norms[0] / norms[1] if min(norms) > 0 else 1.0
+            x[key] = x[key] - float(lr) * trust * update
+    for key in names:
+        np.testing.assert_allclose(ours[key], x[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_dynamic_loss_scale_doubles_after_its_window_of_clean_steps(monkeypatch):
+    """mindcv's x2 after 2000 clean steps, shown with the window the step reads made 3."""
+    default = train_step(small_net(), loss_scale=1024.0, dynamic=True).loss_scaling_manager
+    assert (int(default.scale_window.asnumpy()), float(default.scale_factor.asnumpy())) == (2000, 2.0)
+    monkeypatch.setattr(train_step_module, "DYNAMIC_SCALE_WINDOW", 3)
+    step = train_step(small_net(), loss_scale=1024.0, dynamic=True)
+    scales = []
+    for t in range(7):
+        step(*batch(t))
+        scales.append(float(step.scale_sense.asnumpy()))
+    assert scales == [1024.0, 1024.0, 2048.0, 2048.0, 2048.0, 4096.0, 4096.0]
+
+
+class _OtherRankSaysOverflow(nn.Cell):
+    """The all-reduce of the non-finite count as seen by a rank whose peer had one inf."""
+
+    def construct(self, count):
+        return count + 1.0
+
+
+def test_an_overflow_on_another_rank_skips_this_ranks_update_too():
+    """Unit level (an msrun job cannot make one rank alone overflow on demand): the non-finite
+    count is summed over ranks before the decision, so clean local gradients still skip the
+    update and halve the scale when the all-reduce reports another rank's inf."""
+    net = small_net()
+    step = train_step(net, loss_scale=1024.0, dynamic=True)
+    step.is_distributed = True  # only the overflow check reads it here: the reducer is fixed at build
+    step.allreduce = _OtherRankSaysOverflow()
+    before = values(net)
+    step(*batch(0))
+    assert float(step.scale_sense.asnumpy()) == 512.0
+    assert all(np.array_equal(value, before[name]) for name, value in values(net).items()
+               if not name.endswith(("moving_mean", "moving_variance")))

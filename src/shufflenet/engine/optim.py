@@ -33,8 +33,10 @@ def build_optimizer(net: nn.Cell, lrs: np.ndarray, momentum: float, weight_decay
     decay, no_decay = split_decay_params(net)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     lr = Tensor(lrs)
-    if opt in ("momentum", "nesterov"):
-        return nn.Momentum(groups, lr, momentum, use_nesterov=opt == "nesterov")
+    if opt == "momentum":
+        return nn.Momentum(groups, lr, momentum)
+    if opt == "nesterov":  # MindSpore 2.10's CPU ApplyMomentum ignores use_nesterov; SGD's does not
+        return nn.SGD(groups, lr, momentum=momentum, nesterov=True)
     if opt == "sgd":
         return nn.SGD(groups, lr, momentum=momentum)
     if opt == "adamw":
