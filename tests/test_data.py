@@ -206,7 +206,8 @@ def test_corrupt_images_are_skipped_and_counted_on_request(tmp_path):
 
 
 def test_single_images_get_exactly_what_the_evaluation_pipeline_feeds(tmp_path):
-    from shufflenet.data.images import load_image, preprocess_image
+    from shufflenet.data.images import load_image
+    from shufflenet.data.pipeline import preprocess_image
     from shufflenet.data.presets import get_preprocessing
 
     root = make_image_folder(tmp_path, val=2, size=57)

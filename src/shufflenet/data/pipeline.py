@@ -9,6 +9,8 @@ from typing import Optional
 import mindspore.dataset as ds
 import numpy as np
 from mindspore.dataset import vision
+from mindspore.dataset.transforms import Compose
+from PIL import Image
 
 from .augment import (
     BatchMixer,
@@ -67,6 +69,13 @@ def eval_transforms(preprocessing: Preprocessing, image_size: int) -> list:
     else:
         ops = [vision.Resize((image_size, image_size))]
     return ops + pixel_transforms(preprocessing)
+
+
+def preprocess_image(image: Image.Image, image_size: int, preprocessing: Preprocessing) -> np.ndarray:
+    """An RGB PIL image as the (3, image_size, image_size) float32 array the network expects,
+    through the evaluation pipeline's own transforms (so `predict` sees a dataset batch's numbers)."""
+    pixels = Compose(eval_transforms(preprocessing, image_size))(np.asarray(image, np.uint8))
+    return np.ascontiguousarray(pixels, np.float32)
 
 
 class MegviiResizeCrop:
