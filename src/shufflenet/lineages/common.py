@@ -14,9 +14,10 @@ from typing import Any, Callable, Optional
 import mindspore as ms
 import numpy as np
 
-from ..models import META_KEY, ModelDescription, build_network, recognise
+from ..models import ModelDescription, build_network, recognise
 from ..models.description import UNSAFE_CHARS, parse_json, printable
 from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from ..utils.checkpoint_schema import META_KEY
 
 #: name -> float32 array: a source file's tensors, whatever framework wrote it.
 StateDict = dict[str, np.ndarray]
