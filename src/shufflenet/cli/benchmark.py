@@ -200,10 +200,12 @@ def workload_contenders(model: str, size: int, batch: int, mode: str, threads: i
 
 def forward_macs(model: str, size: int) -> int:
     """Multiply-adds of one image, measured on the built network."""
+    from ..engine.context import pynative_mode
     from ..models import create_model
     from ..models.complexity import count_macs
 
-    return count_macs(create_model(model), size)
+    with pynative_mode():  # count_macs's forward hooks fire only there
+        return count_macs(create_model(model), size)
 
 
 def summarise(result: Result, macs: int, gemm_gflops: float) -> dict:

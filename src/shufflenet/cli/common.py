@@ -3,7 +3,10 @@ error wrapper, so each key is declared once and every failure reads the same way
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Callable, get_type_hints
@@ -112,6 +115,21 @@ def read_class_names(path: str | None) -> list[str] | None:
     if not file.is_file():
         raise ValueError(f"--class-names file {file} does not exist")
     return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@contextmanager
+def console_may_close() -> Iterator[None]:
+    """For a command whose reader may leave early (`train.py | head -1`): the command goes on
+    (the training log stops its console output), and at its end a stdout whose reader has gone
+    is pointed at /dev/null, so the flush at exit reports no BrokenPipeError. The command's own,
+    explicit step: no library call changes the process's stdout."""
+    try:
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def run_command(prog: str, body: Callable[[], int | None]) -> int:

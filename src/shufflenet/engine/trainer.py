@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from ..data import (
     explained_pipeline_errors,
     get_preprocessing,
     open_source,
+    seeded,
 )
 from ..data.sources import ArraySource, ImageFileSource
 from ..inference import from_network, read_weights
@@ -112,13 +112,13 @@ class Logger:
             self._print("\r\033[K" + line)
 
     def _print(self, text: str) -> None:
-        """A reader that went away (`train.py | head`) stops the console output, not training."""
+        """A reader that went away (`train.py | head`) stops the console output, not training;
+        the process's stdout is the command's to settle (`cli.common.console_may_close`)."""
         try:
             sys.stdout.write(text)
             sys.stdout.flush()
         except BrokenPipeError:
             self.console = False
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
 
 
 @dataclass
@@ -327,10 +327,10 @@ def build_train_network(net: nn.Cell, optimizer: nn.Optimizer, config: Config, a
 def train_one_epoch(run: Run, epoch: int) -> dict:
     """One pass over this rank's shard; returns the epoch's row of metrics.csv."""
     config, steps = run.config, run.steps
-    dataset, _ = create_dataset(run.train_source, run.train_spec, epoch)
+    dataset, info = create_dataset(run.train_source, run.train_spec, epoch)
     run.train_net.set_train(True)
     losses, tick, seen, epoch_start = [], time.time(), 0, time.time()
-    for step, count, loss in _train_steps(run, dataset):
+    for step, count, loss in _train_steps(run, dataset, info.seed):
         losses.append(float(loss.asnumpy()))
         if not np.isfinite(losses[-1]):
             raise FloatingPointError(f"loss became {losses[-1]} at epoch {epoch + 1} step {step}; "
@@ -352,14 +352,15 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             "lr": float(run.lrs[(epoch + 1) * steps - 1]), "epoch_seconds": time.time() - epoch_start}
 
 
-def _train_steps(run: Run, dataset):
-    """(step, images, loss) per step; with a data sink, the whole epoch as one device call."""
+def _train_steps(run: Run, dataset, seed: int):
+    """(step, images, loss) per step; with a data sink, the whole epoch as one device call. The
+    epoch's augmentation seed holds while it runs (the training run's to set, see `seeded`)."""
     if run.config.dataset_sink:  # its loss is the last step's
-        with explained_pipeline_errors():
+        with explained_pipeline_errors(), seeded(seed):
             loss = ms.data_sink(run.train_net, dataset, sink_size=run.steps)()
         yield run.steps, run.steps * run.config.batch_size, loss
         return
-    with explained_pipeline_errors():
+    with explained_pipeline_errors(), seeded(seed):
         for step, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1), start=1):
             yield step, len(labels), run.train_net(images, labels)
 
@@ -392,8 +393,8 @@ def recalibrate(run: Run) -> dict:
     spec = dataclasses.replace(run.train_spec, mixup=0.0, cutmix=0.0)
     pairs = ema_parameters(run.train_net)
     for which, swap in [("weights", [])] + ([("EMA", pairs)] if pairs else []):
-        dataset, _ = create_dataset(run.train_source, spec, run.config.epochs)
-        with swapped(swap), explained_pipeline_errors():
+        dataset, info = create_dataset(run.train_source, spec, run.config.epochs)
+        with swapped(swap), explained_pipeline_errors(), seeded(info.seed):
             used = recalibrate_batchnorm(run.net, dataset.create_tuple_iterator(num_epochs=1),
                                          run.config.bn_recalibrate)
         run.log(f"BatchNorm statistics of the {which} re-estimated on {used} training batches")
