@@ -10,7 +10,8 @@ exec((ROOT / "src" / "shufflenet" / "version.py").read_text(), version)
 setup(
     name="shufflenet-mindspore",
     version=version["__version__"],
-    description="ShuffleNetV1 (Zhang et al., 2017) for MindSpore on Ascend, GPU and CPU",
+    description=("ShuffleNetV1/V2/V2+, MobileNetV1/V2, SqueezeNet and Xception for MindSpore on Ascend, "
+                 "GPU and CPU, with published weights importable"),
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",

@@ -30,7 +30,7 @@ def parse_bool(text: str) -> bool:
 def add_flag(parser: argparse.ArgumentParser, name: str, kind: type, help_text: str,
              choices: tuple | None = None, default=argparse.SUPPRESS, dest: str | None = None) -> None:
     """`--some-name` (and `--some_name`, as ModelArts passes job parameters); booleans also take
-    `--no-some-name`."""
+    `--no-some-name`. The metavar is the flag's own name, never its internal `dest`."""
     dest = dest or name
     flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])
     if kind is bool:
@@ -42,7 +42,8 @@ def add_flag(parser: argparse.ArgumentParser, name: str, kind: type, help_text: 
         parser.add_argument(*flags, dest=dest, nargs="*", type=int, default=default, metavar="N",
                             help=help_text)
     else:
-        parser.add_argument(*flags, dest=dest, type=kind, choices=choices, default=default, help=help_text)
+        parser.add_argument(*flags, dest=dest, type=kind, choices=choices, default=default, help=help_text,
+                            metavar=None if choices else name.upper())
 
 
 def add_config_flags(parser: argparse.ArgumentParser, names: list[str] | None = None,

@@ -1,4 +1,5 @@
-"""Train a model. With no arguments: the CPU demo on scikit-learn's bundled digits."""
+"""Train any registered model (`shufflenet summary` lists them; --model picks one). With no
+arguments: the CPU demo on scikit-learn's bundled digits."""
 from __future__ import annotations
 
 import signal

@@ -26,7 +26,7 @@ from .presets import Preprocessing, eval_resize, get_preprocessing
 from .sources import ArraySource, ImageFileSource
 
 #: Input side each dataset is trained at unless `image_size` says otherwise.
-DEFAULT_IMAGE_SIZE = {"imagenet": 224, "cifar10": 32, "digits": 32}
+DATASET_IMAGE_SIZES = {"imagenet": 224, "cifar10": 32, "digits": 32}
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ class PipelineSpec:
     def resolved(self, kind: str) -> PipelineSpec:
         """This spec with the dataset kind's defaults filled in."""
         return dataclasses.replace(
-            self, image_size=self.image_size or DEFAULT_IMAGE_SIZE[kind],
+            self, image_size=self.image_size or DATASET_IMAGE_SIZES[kind],
             preprocessing=self.preprocessing or get_preprocessing(kind),
             augment=self.training if self.augment is None else self.augment)
 
