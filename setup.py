@@ -10,7 +10,8 @@ exec((ROOT / "src" / "shufflenet" / "version.py").read_text(), version)
 setup(
     name="shufflenet-mindspore",
     version=version["__version__"],
-    description="ShuffleNetV1 (Zhang et al., 2017) for MindSpore on Ascend, GPU and CPU",
+    description=("ShuffleNetV1/V2/V2+, MobileNetV1/V2, SqueezeNet and Xception for MindSpore on Ascend, "
+                 "GPU and CPU, with published weights importable"),
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
@@ -40,8 +41,10 @@ setup(
         # safetensors writes the timm-style test files our own reader must read.
         # mindcv 0.3.0 is the reference network of its checkpoints (tests/test_mindcv*.py); it
         # needs only numpy, PyYAML and tqdm, so it installs beside the pinned stack.
-        "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "torch==2.13.0", "onnx", "onnxruntime",
-                 "safetensors", "opencv-python-headless>=4.8,<4.12", "mindcv==0.3.0"],
+        # import-linter checks the layer contract in .importlinter (`lint-imports` in .ci/run).
+        "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "import-linter>=2.16", "torch==2.13.0",
+                 "onnx", "onnxruntime", "safetensors", "opencv-python-headless>=4.8,<4.12",
+                 "mindcv==0.3.0"],
         "torch": ["torch==2.13.0"],
         "onnx": ["onnx", "onnxruntime"],
     },

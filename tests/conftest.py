@@ -96,6 +96,16 @@ def image_batch(batch: int = 2, size: int = 32, seed: int = 0) -> ms.Tensor:
     return ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
 
 
+def batches(made) -> list:
+    """Every batch of a pipeline as numpy arrays; given `create_dataset`'s (dataset, info), it is
+    iterated under the epoch's augmentation seed, as the trainer iterates it."""
+    from shufflenet.data import seeded
+
+    dataset, info = made if isinstance(made, tuple) else (made, None)
+    with seeded(info.seed) if info is not None else contextlib.nullcontext():
+        return list(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+
+
 def make_image_folder(root, classes=("cat", "dog", "fox"), train=6, val=3, size=40, seed=0):
     """An ImageNet-style `root/{train,val}/<class>/*.{jpg,png}` tree of small random images.
 

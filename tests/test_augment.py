@@ -6,16 +6,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import batches
 
 from shufflenet.data import PipelineSpec, create_dataset, parse_auto_augment, repeated_aug_order
 from shufflenet.data.augment import BatchMixer, smoothed_one_hot
 from shufflenet.data.sources import ArraySource
 
 SMOOTHING = 0.1
-
-
-def batches(dataset) -> list:
-    return list(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
 
 
 def constant_source(num: int = 64) -> ArraySource:
@@ -38,8 +35,8 @@ def mixed_and_plain(source: ArraySource, epoch: int = 0, shard: int = 0, **mixin
     """
     common = {"augment": False, "seed": 5, "num_shards": 2, "shard_id": shard}
     spec = PipelineSpec(True, 8, num_classes=len(source), **common, **mixing)
-    plain = batches(create_dataset(source, PipelineSpec(True, 8, **common), epoch)[0])
-    mixed = batches(create_dataset(source, spec, epoch)[0])
+    plain = batches(create_dataset(source, PipelineSpec(True, 8, **common), epoch))
+    mixed = batches(create_dataset(source, spec, epoch))
     return [(x, y, px, py) for (x, y), (px, py) in zip(mixed, plain)]
 
 
@@ -104,7 +101,7 @@ def test_switch_prob_chooses_between_cutmix_and_mixup(switch_prob, cutmix_batche
 
 def test_label_smoothing_alone_leaves_labels_to_the_loss():
     spec = PipelineSpec(True, 8, label_smoothing=0.1, num_classes=10)
-    labels = batches(create_dataset(random_source(), spec)[0])[0][1]
+    labels = batches(create_dataset(random_source(), spec))[0][1]
     assert not spec.soft_targets and labels.dtype == np.int32 and labels.shape == (8,)
 
 
@@ -122,14 +119,14 @@ def test_mixing_is_reproducible_per_seed_and_epoch_and_skipped_in_evaluation():
     spec = PipelineSpec(True, 8, seed=2, mixup=0.8, cutmix=1.0, num_classes=10, label_smoothing=0.1)
 
     def epoch(number: int) -> list:
-        return batches(create_dataset(source, spec, number)[0])
+        return batches(create_dataset(source, spec, number))
 
     first, again, other = epoch(3), epoch(3), epoch(4)
     for (x, y), (x2, y2) in zip(first, again):
         np.testing.assert_array_equal(x, x2)
         np.testing.assert_array_equal(y, y2)
     assert not np.array_equal(first[0][1], other[0][1])
-    labels = batches(create_dataset(source, PipelineSpec(False, 8, mixup=0.8, num_classes=10))[0])[0][1]
+    labels = batches(create_dataset(source, PipelineSpec(False, 8, mixup=0.8, num_classes=10)))[0][1]
     assert labels.dtype == np.int32 and labels.shape == (8,)
 
 
@@ -171,7 +168,7 @@ def test_repeated_copies_on_two_shards_are_augmented_differently():
     images = []
     for shard in range(2):
         spec = PipelineSpec(True, 8, num_shards=2, shard_id=shard, seed=4, aug_repeats=2)
-        images.append(batches(create_dataset(source, spec)[0])[0][0])
+        images.append(batches(create_dataset(source, spec))[0][0])
     order = [repeated_aug_order(16, 2, 2, k, 4 * 100_003) for k in range(2)]
     np.testing.assert_array_equal(order[0], order[1])  # the same samples, position for position
     assert sum(not np.array_equal(a, b) for a, b in zip(*images)) >= 6
@@ -179,9 +176,9 @@ def test_repeated_copies_on_two_shards_are_augmented_differently():
 
 def test_repeats_of_zero_and_one_read_the_plain_order():
     source = random_source(20)
-    plain = batches(create_dataset(source, PipelineSpec(True, 4, seed=3))[0])
+    plain = batches(create_dataset(source, PipelineSpec(True, 4, seed=3)))
     for repeats in (0, 1):
-        again = batches(create_dataset(source, PipelineSpec(True, 4, seed=3, aug_repeats=repeats))[0])
+        again = batches(create_dataset(source, PipelineSpec(True, 4, seed=3, aug_repeats=repeats)))
         for (x, y), (x2, y2) in zip(plain, again):
             np.testing.assert_array_equal(x, x2)
             np.testing.assert_array_equal(y, y2)
@@ -192,7 +189,7 @@ def test_random_erasing_sets_boxes_to_the_mean_only_when_asked():
 
     def first_images(re_prob: float, augment: bool = True) -> np.ndarray:
         spec = PipelineSpec(True, 16, seed=6, re_prob=re_prob, augment=augment)
-        return batches(create_dataset(source, spec)[0])[0][0]
+        return batches(create_dataset(source, spec))[0][0]
 
     base, erased = first_images(0.0), first_images(1.0)
     np.testing.assert_array_equal(first_images(0.0), base)
@@ -208,7 +205,7 @@ def test_auto_augment_policies_change_the_images(policy):
 
     def first_images(auto_augment) -> np.ndarray:
         spec = PipelineSpec(True, 16, seed=8, auto_augment=auto_augment)
-        return batches(create_dataset(source, spec)[0])[0][0]
+        return batches(create_dataset(source, spec))[0][0]
 
     base, augmented = first_images(None), first_images(policy)
     assert augmented.shape == base.shape and augmented.dtype == np.float32

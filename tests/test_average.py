@@ -13,6 +13,7 @@ from shufflenet.engine.run_folder import checkpoint_path
 from shufflenet.inference.loading import load_network
 from shufflenet.models import META_KEY, describe, read_description
 from shufflenet.utils import checkpoint
+from shufflenet.utils.checkpoint_schema import AVERAGED_KEY, FORMAT_KEY
 
 MODEL = "shufflenet_v1_g3_x0_25"
 PROG = "shufflenet average-checkpoints"
@@ -54,13 +55,13 @@ def test_output_is_the_exact_mean_without_optimizer_state(tmp_path, capsys):
 
     params = checkpoint.read_checkpoint(out)
     expected = expected_mean(weights)
-    assert set(params) == set(expected) | {checkpoint.FORMAT_KEY, META_KEY, average.AVERAGED_KEY}
+    assert set(params) == set(expected) | {FORMAT_KEY, META_KEY, AVERAGED_KEY}
     assert not [key for key in params if key.startswith(OPTIMIZER_ENTRIES)]
     for name, value in expected.items():
         assert params[name].asnumpy().dtype == np.float32
         np.testing.assert_array_equal(params[name].asnumpy(), value, err_msg=name)
     assert read_description(params) == describe(MODEL, 10)
-    assert json.loads(params[average.AVERAGED_KEY]) == [path.name for path in files]  # no local paths
+    assert json.loads(params[AVERAGED_KEY]) == [path.name for path in files]  # no local paths
 
     fresh = shufflenet.create_model(MODEL, num_classes=10)
     assert checkpoint.load_weights(fresh, out) == []  # strict: every weight present, right shapes
@@ -76,7 +77,7 @@ def test_last_n_of_a_run_folder_takes_the_newest(tmp_path):
     out = tmp_path / "avg.ckpt"
     assert average.main(["--input-dir", str(run), "--last", "2", "--output", str(out)]) == 0
     params = checkpoint.read_checkpoint(out)
-    assert json.loads(params[average.AVERAGED_KEY]) == ["epoch-0003.ckpt", "epoch-0010.ckpt"]
+    assert json.loads(params[AVERAGED_KEY]) == ["epoch-0003.ckpt", "epoch-0010.ckpt"]
     for name, value in expected_mean([weights[3], weights[10]]).items():
         np.testing.assert_array_equal(params[name].asnumpy(), value, err_msg=name)
 

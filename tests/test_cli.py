@@ -100,6 +100,27 @@ def test_every_network_option_is_a_flag_with_its_choices(command):
     assert given_options(parser.parse_args(base)) == {}
 
 
+@pytest.mark.parametrize("command", sorted(PARSERS))
+def test_help_shows_each_flag_with_a_plain_metavar(command):
+    usage = PARSERS[command]().format_usage().split("usage:", 1)[1]
+    assert "MODEL_OPTION" not in usage and ":" not in usage
+    assert "--in-channels IN_CHANNELS" in usage
+
+
+def test_the_publishers_in_help_are_the_lineage_tables(capsys):
+    from shufflenet.cli import main as cli_main
+    from shufflenet.lineages import LINEAGES, ORIGINS
+
+    text = convert.build_parser().format_help()
+    table = text.split("Publishers and the families read from each:\n")[1].split("\n\n")[0]
+    rows = {line.split(":")[0].strip(): line.split(":")[1].split(", ") for line in table.splitlines()}
+    assert list(rows) == list(ORIGINS)
+    for lineage in LINEAGES:
+        assert lineage.family in [name.strip() for name in rows[lineage.origin]]
+    assert cli_main.main(["--help"]) == 0
+    assert ", ".join(ORIGINS) in capsys.readouterr().out
+
+
 def test_eval_takes_trains_data_flags_from_the_same_config_fields(capsys):
     parser = eval_cli.build_parser()
     args = parser.parse_args(["--ckpt", "m.ckpt"])

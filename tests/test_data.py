@@ -1,10 +1,12 @@
 """Dataset pipelines: shapes, labels, sharding, exactly-once evaluation, and every bad input."""
 import os
+import random
 from collections import Counter
 
+import mindspore.dataset as ds
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from conftest import batches, make_image_folder
 from PIL import Image
 
 from shufflenet.data import (
@@ -17,10 +19,6 @@ from shufflenet.data import (
     shard_order,
 )
 from shufflenet.data.sources import CIFAR10_FILES, CIFAR10_RECORD, CIFAR10_RECORDS_PER_FILE
-
-
-def batches(dataset):
-    return list(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
 
 
 def labels_of(dataset):
@@ -88,12 +86,27 @@ def test_training_order_and_augmentation_depend_only_on_seed_and_epoch():
     source = open_source("digits", None, "train")
 
     def first_batch(epoch):
-        return batches(create_dataset(source, PipelineSpec(True, 16, seed=3), epoch)[0])[0]
+        return batches(create_dataset(source, PipelineSpec(True, 16, seed=3), epoch))[0]
 
     a, b, c = first_batch(2), first_batch(2), first_batch(3)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
+
+
+def _random_state() -> tuple:
+    seed, python, (_, keys, position, *_) = ds.config.get_seed(), random.getstate(), np.random.get_state()
+    return seed, python, keys.tobytes(), position
+
+
+def test_pipelines_change_no_process_wide_random_state():
+    """create_dataset leaves MindSpore's dataset seed and Python's and numpy's generators as the
+    caller had them; iterating under the epoch's seed (`seeded`) restores them afterwards."""
+    source = open_source("digits", None, "train")
+    before = _random_state()
+    made = create_dataset(source, PipelineSpec(True, 16, seed=3, re_prob=0.5), 2)
+    assert _random_state() == before
+    assert batches(made) and _random_state() == before
 
 
 def test_megvii_convention_feeds_bgr_pixels_in_0_255(tmp_path):
@@ -102,9 +115,9 @@ def test_megvii_convention_feeds_bgr_pixels_in_0_255(tmp_path):
         (root / split / "a").mkdir(parents=True)
         Image.fromarray(np.full((40, 40, 3), (200, 100, 50), np.uint8)).save(root / split / "a" / "x.png")
     source = open_source("imagenet", str(root), "val")
-    images, _ = batches(create_dataset(source, PipelineSpec(False, 1, 32, get_preprocessing("megvii")))[0])[0]
+    images, _ = batches(create_dataset(source, PipelineSpec(False, 1, 32, get_preprocessing("megvii"))))[0]
     np.testing.assert_allclose(images[0, :, 16, 16], [50, 100, 200])
-    images, _ = batches(create_dataset(source, PipelineSpec(False, 1, image_size=32))[0])[0]
+    images, _ = batches(create_dataset(source, PipelineSpec(False, 1, image_size=32)))[0]
     np.testing.assert_allclose(images[0, :, 16, 16], [(200 - 123.675) / 58.395,
                                                       (100 - 116.28) / 57.12, (50 - 103.53) / 57.375],
                                rtol=1e-5)
@@ -136,7 +149,7 @@ def test_cifar10_binary_layout_and_tutorial_recipe(cifar_root):
     np.testing.assert_array_equal(val.images[0], raw[0, 1:].reshape(3, 32, 32).transpose(1, 2, 0))
     assert val.labels[0] == raw[0, 0]
     for size in (32, 64):
-        images, labels = batches(create_dataset(val, PipelineSpec(False, 8, image_size=size))[0])[0]
+        images, labels = batches(create_dataset(val, PipelineSpec(False, 8, image_size=size)))[0]
         assert images.shape == (8, 3, size, size) and labels.dtype == np.int32
 
 
@@ -206,14 +219,15 @@ def test_corrupt_images_are_skipped_and_counted_on_request(tmp_path):
 
 
 def test_single_images_get_exactly_what_the_evaluation_pipeline_feeds(tmp_path):
-    from shufflenet.data.images import load_image, preprocess_image
+    from shufflenet.data.images import load_image
+    from shufflenet.data.pipeline import preprocess_image
     from shufflenet.data.presets import get_preprocessing
 
     root = make_image_folder(tmp_path, val=2, size=57)
     source = open_source("imagenet", str(root), "val")
     for preset in ("imagenet", "megvii", "cifar10"):
         spec = PipelineSpec(False, 6, 32, get_preprocessing(preset))
-        images, _ = batches(create_dataset(source, spec)[0])[0]
+        images, _ = batches(create_dataset(source, spec))[0]
         for row, path in enumerate(source.files):
             single = preprocess_image(load_image(path), 32, get_preprocessing(preset))
             np.testing.assert_array_equal(single, images[row])

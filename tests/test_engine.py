@@ -1,6 +1,9 @@
 """Training pieces: schedule, weight decay, config layering, checkpoints, a few real steps."""
 import argparse
+import io
 import math
+import os
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -15,6 +18,7 @@ from shufflenet.engine.config import list_recipes, load_yaml, recipe_path, resol
 from shufflenet.engine.evaluator import batch_sums, evaluate
 from shufflenet.engine.optim import build_optimizer, split_decay_params
 from shufflenet.engine.schedule import lr_schedule
+from shufflenet.engine.trainer import Logger
 from shufflenet.utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 
 
@@ -355,3 +359,23 @@ def test_the_export_takes_the_better_of_weights_and_ema(ema_run, monkeypatch, to
     for file, values in (("final.ckpt", raw), ("final_ema.ckpt", ema)):
         saved = read_checkpoint(run.out / file)
         assert all(np.array_equal(saved[name].asnumpy(), value) for name, value in values.items()), file
+class _ClosedConsole(io.StringIO):
+    """A stdout whose reader has gone (`train.py | head -1`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_console_stops_the_log_output_and_leaves_stdout_alone(tmp_path, monkeypatch):
+    """The run log keeps every line; the process's stdout (file descriptor 1) is the command's to
+    settle (`cli.common.console_may_close`), never the library's."""
+    before = os.fstat(1)
+    monkeypatch.setattr(sys, "stdout", _ClosedConsole())
+    logger = Logger(tmp_path / "train.log")
+    logger.start()
+    logger("first")
+    logger("second")
+    assert not logger.console
+    assert (tmp_path / "train.log").read_text() == "first\nsecond\n"
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)

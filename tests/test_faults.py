@@ -13,6 +13,7 @@ import pytest
 from conftest import make_image_folder, small_mount
 from PIL import Image
 
+from shufflenet.engine.run_folder import EXPORT_SIDECAR, FINAL_EMA_CHECKPOINT, RUN_FILES
 from shufflenet.utils.checkpoint import CheckpointError, read_checkpoint
 from shufflenet.utils.files import sha256_file
 
@@ -70,17 +71,27 @@ def test_a_second_run_never_overwrites_the_first(first_run, data, tmp_path):
     assert {p: sha256_file(p) for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_the_run_folder_table_names_what_a_run_writes(first_run):
+    """`run_folder.RUN_FILES` (what --overwrite removes, what marks a folder taken) is exactly
+    what a run writes: all of it but the EMA's checkpoint, which needs --ema."""
+    _, out = first_run
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(RUN_FILES) - {FINAL_EMA_CHECKPOINT})
+    assert EXPORT_SIDECAR == "model.mindir.json"
+
+
 def test_overwrite_replaces_an_earlier_run_entirely(data, tmp_path):
     out = tmp_path / "o"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "epoch-0009.ckpt").write_bytes(b"an older, longer run")
     (out / "metrics.csv").write_text("epoch,train_loss\n9,0.1\n")
+    (out / FINAL_EMA_CHECKPOINT).write_bytes(b"the EMA of an earlier run with --ema")
     (out / ".best.tmp-4242.ckpt").write_bytes(b"half of a checkpoint a killed run was writing")
     result = run("train.py", *TINY, "--data-path", data, "--output-dir", out, "--overwrite", "--no-export")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "removed 1 unfinished file(s) of a killed run" in result.stdout
     assert not (out / ".best.tmp-4242.ckpt").exists()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0001.ckpt"]
+    assert not (out / FINAL_EMA_CHECKPOINT).exists()
     assert [ln.split(",")[0] for ln in (out / "metrics.csv").read_text().splitlines()] == ["epoch", "1"]
 
 

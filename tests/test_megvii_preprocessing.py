@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from shufflenet.data import PipelineSpec, create_dataset
-from shufflenet.data.images import load_image, preprocess_image
+from shufflenet.data.images import load_image
+from shufflenet.data.pipeline import preprocess_image
 from shufflenet.data.presets import Preprocessing, get_preprocessing
 from shufflenet.data.sources import load_image_folder
 

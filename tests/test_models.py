@@ -12,6 +12,7 @@ from conftest import fill_deterministic, image_batch
 from mindspore import nn
 
 import shufflenet
+from shufflenet.engine.context import pynative_mode
 from shufflenet.models import family_of, model_arch, model_options, stage_channels
 from shufflenet.models.complexity import count_macs, count_params
 
@@ -104,14 +105,24 @@ def test_every_grouped_convolution_is_valid(name):
     ("shufflenet_v1_g8_x2_0", 522),
 ])
 def test_multiply_adds_match_the_paper_and_megvii_within_3_percent(name, published):
-    mflops = count_macs(shufflenet.create_model(name, classifier_bias=False)) / 1e6
+    with pynative_mode():
+        mflops = count_macs(shufflenet.create_model(name, classifier_bias=False)) / 1e6
     assert abs(mflops / published - 1) < 0.03, mflops
+
+
+def test_count_macs_leaves_the_execution_mode_to_its_caller():
+    """Forward hooks fire only in PyNative mode; count_macs refuses another rather than switch
+    the process's mode behind its caller's back."""
+    with pytest.raises(RuntimeError, match="pynative_mode"):
+        count_macs(shufflenet.create_model("shufflenet_v1_g3_x0_25"), 32)
+    assert ms.get_context("mode") == ms.GRAPH_MODE
 
 
 def test_multiply_adds_are_counted_once_in_both_group_conv_forms():
     name = "shufflenet_v1_g3_x0_5"
-    split = count_macs(shufflenet.create_model(name, group_conv="split"), 64)
-    native = count_macs(shufflenet.create_model(name, group_conv="native"), 64)
+    with pynative_mode():
+        split = count_macs(shufflenet.create_model(name, group_conv="split"), 64)
+        native = count_macs(shufflenet.create_model(name, group_conv="native"), 64)
     assert split == native > 0
     assert ms.get_context("mode") == ms.GRAPH_MODE  # restored after the PyNative pass
 

@@ -8,7 +8,8 @@ from PIL import Image
 
 from shufflenet.cli.predict import main as predict_main
 from shufflenet.cli.predict import softmax
-from shufflenet.data.images import list_images, load_image, preprocess_image
+from shufflenet.data.images import list_images, load_image
+from shufflenet.data.pipeline import preprocess_image
 from shufflenet.data.presets import get_preprocessing
 from shufflenet.export import export_model, probe_batch
 from shufflenet.models import META_KEY, ModelDescription, create_model

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import make_image_folder
 
+from shufflenet.engine.run_folder import EXPORT_FILE, EXPORT_SIDECAR, RUN_FILES
 from shufflenet.utils.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +64,8 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     args = [*TINY, "--data-path", data, "--epochs", "2", "--eval-interval", "0", "--no-export", *STATEFUL]
     straight = run("train.py", *args, "--output-dir", tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-3000:]
+    written = sorted(p.name for p in (tmp_path / "straight").iterdir())  # --ema, --no-export
+    assert written == sorted(set(RUN_FILES) - {EXPORT_FILE, EXPORT_SIDECAR})
 
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, args), "--output-dir",

@@ -8,25 +8,23 @@ moving statistics included, is averaged in float64 and stored in its own dtype; 
 must be identical. Optimizer state (momentum buffers, step counter, learning rates, EMA or
 accumulation copies) and the epoch are dropped, the model description is kept, and the files
 averaged are recorded by name (no folders, which would disclose the machine's paths) under
-"averaged_from": the output loads in `shufflenet eval`, `export`, `predict` and
+"averaged_from" (`AVERAGED_KEY`): the output loads in `shufflenet eval`, `export`, `predict` and
 `train --pretrained` as final.ckpt does. All inputs must describe the same model.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..engine.run_folder import CHECKPOINT_DIR, epoch_checkpoints
-from ..models import META_KEY, ModelDescription
+from ..models import ModelDescription
+from ..utils.checkpoint_schema import FORMAT_KEY, META_KEY, checkpoint_extra
 from .common import run_command
 
 PROG = "shufflenet average-checkpoints"
-#: Checkpoint entry listing the files an averaged checkpoint was made from (a JSON list).
-AVERAGED_KEY = "averaged_from"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +86,7 @@ def average_checkpoints(paths: Sequence[Path]) -> tuple[ModelDescription, dict[s
     """
     from ..inference import read_weights
     from ..models import build_network, describe_checkpoint
-    from ..utils.checkpoint import FORMAT_KEY, load_weights
+    from ..utils.checkpoint import load_weights
 
     first: tuple[Path, ModelDescription] | None = None
     mean = _Mean()
@@ -161,8 +159,8 @@ def write_average(output: Path, description: ModelDescription, means: dict[str, 
     from ..utils.checkpoint import save_checkpoint
 
     params = [ms.Parameter(ms.Tensor(value), name=name, requires_grad=False) for name, value in means.items()]
-    extra = {META_KEY: description.to_json(),
-             AVERAGED_KEY: json.dumps([path.name for path in inputs])}  # names: no local paths leak
+    extra = checkpoint_extra(description.to_json(),
+                             averaged_from=[path.name for path in inputs])  # names: no local paths leak
     return save_checkpoint(params, output, extra)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from ..utils.cpu import ONEDNN_ISA_ENV, usable_cpus
 from ..utils.files import write_text
+from ..utils.optional import MissingDependency, import_torch
 
 #: (model, image size, batch, mode): the workloads of the full run.
 WORKLOADS = (
@@ -200,10 +201,12 @@ def workload_contenders(model: str, size: int, batch: int, mode: str, threads: i
 
 def forward_macs(model: str, size: int) -> int:
     """Multiply-adds of one image, measured on the built network."""
+    from ..engine.context import pynative_mode
     from ..models import create_model
     from ..models.complexity import count_macs
 
-    return count_macs(create_model(model), size)
+    with pynative_mode():  # count_macs's forward hooks fire only there
+        return count_macs(create_model(model), size)
 
 
 def summarise(result: Result, macs: int, gemm_gflops: float) -> dict:
@@ -239,9 +242,8 @@ def machine_description(threads: int) -> dict:
     except (OSError, StopIteration):
         pass
     try:
-        import torch
-        torch_version = torch.__version__
-    except ImportError:
+        torch_version = import_torch("the benchmark").__version__
+    except MissingDependency:
         torch_version = None
     return {"cpu": model, "logical_cpus": os.cpu_count(), "threads": threads,
             "platform": platform.platform(), "python": platform.python_version(),
@@ -320,9 +322,9 @@ def selected_workloads(args: argparse.Namespace) -> list[tuple[str, int, int, st
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        import torch  # noqa: F401  (the peer; imported here only to fail early and clearly)
-    except ImportError:
-        print("error: the benchmark needs PyTorch for its peer: pip install -e \".[torch]\"", file=sys.stderr)
+        import_torch("the benchmark (its peer)")  # only to fail early and clearly
+    except MissingDependency as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         workloads = selected_workloads(args)

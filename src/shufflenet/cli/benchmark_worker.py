@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..utils.optional import import_torch
+
 Step = Callable[[], None]
 
 
@@ -110,11 +112,10 @@ def export_step(spec: dict) -> Step:
 def torch_step(spec: dict) -> Step:
     """PyTorch eager on the publisher's architecture (Megvii's for ShuffleNetV1): the same step
     as `mindspore_step`."""
-    import torch
-
     from ..lineages import torch_reference
     from ..models import describe
 
+    torch = import_torch("the benchmark's PyTorch peer")
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     model = torch_reference(describe(spec["model"], spec["num_classes"]))

@@ -3,7 +3,10 @@ error wrapper, so each key is declared once and every failure reads the same way
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Callable, get_type_hints
@@ -27,7 +30,7 @@ def parse_bool(text: str) -> bool:
 def add_flag(parser: argparse.ArgumentParser, name: str, kind: type, help_text: str,
              choices: tuple | None = None, default=argparse.SUPPRESS, dest: str | None = None) -> None:
     """`--some-name` (and `--some_name`, as ModelArts passes job parameters); booleans also take
-    `--no-some-name`."""
+    `--no-some-name`. The metavar is the flag's own name, never its internal `dest`."""
     dest = dest or name
     flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])
     if kind is bool:
@@ -39,7 +42,8 @@ def add_flag(parser: argparse.ArgumentParser, name: str, kind: type, help_text: 
         parser.add_argument(*flags, dest=dest, nargs="*", type=int, default=default, metavar="N",
                             help=help_text)
     else:
-        parser.add_argument(*flags, dest=dest, type=kind, choices=choices, default=default, help=help_text)
+        parser.add_argument(*flags, dest=dest, type=kind, choices=choices, default=default, help=help_text,
+                            metavar=None if choices else name.upper())
 
 
 def add_config_flags(parser: argparse.ArgumentParser, names: list[str] | None = None,
@@ -138,6 +142,21 @@ def read_class_names(path: str | None) -> list[str] | None:
     if not file.is_file():
         raise ValueError(f"--class-names file {file} does not exist")
     return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@contextmanager
+def console_may_close() -> Iterator[None]:
+    """For a command whose reader may leave early (`train.py | head -1`): the command goes on
+    (the training log stops its console output), and at its end a stdout whose reader has gone
+    is pointed at /dev/null, so the flush at exit reports no BrokenPipeError. The command's own,
+    explicit step: no library call changes the process's stdout."""
+    try:
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def run_command(prog: str, body: Callable[[], int | None]) -> int:

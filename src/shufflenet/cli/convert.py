@@ -1,23 +1,21 @@
 """Import published weights as a checkpoint of the matching model of this project.
 
-  megvii:      Megvii's PyTorch release (.pth.tar, read with torch.load(weights_only=True)):
-               ShuffleNetV1, ShuffleNetV2 and ShuffleNetV2+; the result uses symmetric pools,
-               no classifier bias (V2: Megvii's unit layout), BGR 0..255 input, and its logits
-               are compared with Megvii's network rebuilt in PyTorch.
-  torchvision: torchvision's ShuffleNetV2 or MobileNetV2 state dict (.pth, read the same way);
-               for ShuffleNetV2 torchvision's unit layout, symmetric pools, a classifier bias;
-               ImageNet input; logits compared with torchvision's network rebuilt in PyTorch.
-  timm:        timm's MobileNetV1 (mobilenetv1_100: pytorch_model.bin or model.safetensors);
-               ReLU6, ImageNet input; logits compared with timm's network rebuilt in PyTorch.
+  megvii:      Megvii's PyTorch release (.pth.tar, read with torch.load(weights_only=True));
+               symmetric pools, no classifier bias (V2: Megvii's unit layout), BGR 0..255
+               input; logits compared with Megvii's network rebuilt in PyTorch.
+  torchvision: torchvision's state dict (.pth, read the same way); for ShuffleNetV2
+               torchvision's unit layout, symmetric pools, a classifier bias; ImageNet input;
+               logits compared with torchvision's network rebuilt in PyTorch.
+  timm:        timm's weights (pytorch_model.bin or model.safetensors); ImageNet input; logits
+               compared with timm's network rebuilt in PyTorch.
   mindcv:      a mindcv checkpoint (.ckpt): ShuffleNetV1 0.3.0's native grouped convs (its
                published shufflenet_v1_g3_05/g3_10 files) are split into per-group convs;
-               main's convs.{k} files and every ShuffleNetV2, MobileNetV1 and MobileNetV2 file
-               keep their names; ImageNet input.
-  mindspore:   a MindSpore tutorial or model zoo checkpoint (.ckpt), ShuffleNetV1 or V2; the
-               model is recognised from its shapes and re-saved with its description.
+               main's convs.{k} files and the other families' keep their names; ImageNet input.
+  mindspore:   a MindSpore tutorial or model zoo checkpoint (.ckpt); the model is recognised
+               from its shapes and re-saved with its description.
 
 Optimizer state, step counters and EMA copies are dropped. A PyTorch file (.pth, .pth.tar, .pt,
-.bin, .safetensors) is matched against Megvii's, torchvision's and timm's names, a .ckpt against
+.bin, .safetensors) is matched against every PyTorch publisher's names, a .ckpt against
 every MindSpore publisher's, so --source is needed only to insist on one.
 
 An existing DST is replaced only with --overwrite, and never when it is SRC itself (or a link to
@@ -36,10 +34,10 @@ PROG = "shufflenet convert"
 def build_parser() -> argparse.ArgumentParser:
     from ..lineages import ORIGINS
 
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__ + publishers_table(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="published weights: Megvii .pth.tar, torchvision .pth, timm .bin or "
-                        ".safetensors, mindcv or tutorial/zoo .ckpt")
+    parser.add_argument("src", help=f"published weights of {', '.join(ORIGINS)} (.pth, .pth.tar, .pt, "
+                        ".bin, .safetensors or .ckpt)")
     parser.add_argument("dst", help="output MindSpore checkpoint (.ckpt)")
     parser.add_argument("--overwrite", action="store_true", help="replace dst if it exists (never src)")
     parser.add_argument("--source", choices=ORIGINS,
@@ -50,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-size", type=int, default=224,
                         help="image side of the comparison with the publisher's PyTorch network (0 skips it)")
     return parser
+
+
+def publishers_table() -> str:
+    """Each publisher and the families it covers, from the lineage table (never behind it)."""
+    from ..lineages import LINEAGES, ORIGINS
+
+    families = {origin: dict.fromkeys(x.family for x in LINEAGES if x.origin == origin) for origin in ORIGINS}
+    rows = [f"  {origin + ':':<13}{', '.join(names)}" for origin, names in families.items()]
+    return "\nPublishers and the families read from each:\n" + "\n".join(rows) + "\n"
 
 
 def check_paths(src: Path, dst: Path, overwrite: bool) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..data import PipelineSpec, create_dataset, explained_pipeline_errors, get_preprocessing, open_source
 from ..engine.context import setup_context
 from ..engine.evaluator import all_reduce_sum, evaluate
+from ..inference.formats import SUFFIXES
 from ..inference.sidecar import sidecar_path
 from ..utils.files import write_text
 from .common import (
@@ -95,7 +96,7 @@ def result_path(model_file: Path, output: str | None) -> Path:
     """Where the JSON goes; never over an input, and into a folder that exists."""
     path = Path(output) if output else model_file.with_suffix(".eval.json")
     inputs = {model_file.resolve(), sidecar_path(model_file).resolve()}
-    if path.resolve() in inputs or path.suffix.lower() in (".ckpt", ".mindir", ".onnx", ".air"):
+    if path.resolve() in inputs or path.suffix.lower() in SUFFIXES.values():
         raise ValueError(f"--output {path} would overwrite a model file; name a .json file")
     if not path.parent.is_dir():
         raise ValueError(f"--output {path}: the folder {path.parent} does not exist")

@@ -14,8 +14,7 @@ COMMANDS = {
     "export": ("export", "export a checkpoint to MINDIR, AIR or ONNX, verified, with a sidecar JSON"),
     "predict": ("predict", "top-5 classes of image files with a .mindir, .onnx or .ckpt"),
     "weights": ("weights", "list every publisher's weights by name, download them, chart top-1 vs MFLOPs"),
-    "convert": ("convert", "import Megvii's, torchvision's, timm's, mindcv's, the tutorial's or the "
-                           "zoo's weights"),
+    "convert": ("convert", "import a publisher's weights ({origins})"),
     "average-checkpoints": ("average", "average a run's last epoch checkpoints (or any of one model)"),
     "build-kernels": ("build_kernels", "build the C++ CPU kernels into a cache, or fill a shared one"),
 }
@@ -25,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = [f"  {name:<15} {text}" for name, (_, text) in COMMANDS.items()]
+        lines = [line.replace("{origins}", ", ".join(_origins())) for line in lines]
         print("usage: shufflenet <command> [options]\n\ncommands:\n" + "\n".join(lines))
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr)
@@ -32,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     module = importlib.import_module(f"shufflenet.cli.{COMMANDS[argv[0]][0]}")
     return module.main(argv[1:])
+
+
+def _origins() -> tuple[str, ...]:
+    """The publishers `convert` reads, from the lineage table (imported only for the help)."""
+    from ..lineages import ORIGINS
+
+    return ORIGINS
 
 
 if __name__ == "__main__":

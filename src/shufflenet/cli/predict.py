@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.images import list_images, load_image, preprocess_image
+from ..data.images import list_images, load_image
+from ..data.pipeline import preprocess_image
 from ..models.description import MAX_CLASS_NAME, printable
 from .common import (
     add_model_flags,

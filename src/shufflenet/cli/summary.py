@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from mindspore import nn
+
+from ..engine.context import pynative_mode
 from ..models import create_model, family_of, list_models, model_entry
 from ..models.complexity import count_macs, count_params
 
@@ -25,11 +28,16 @@ def summary_rows(image_size: int | None = None, num_classes: int = 1000,
             "image_size": size,
             "arch": family_of(name).arch_text(net),
             "params": count_params(net),
-            "mflops": round(count_macs(net, size) / 1e6, 1),
+            "mflops": round(_macs(net, size) / 1e6, 1),
             "published_mflops": published[0] if published else None,
             "published_source": published[1] if published else None,
         })
     return rows
+
+
+def _macs(net: nn.Cell, size: int) -> int:
+    with pynative_mode():  # count_macs's forward hooks fire only there
+        return count_macs(net, size)
 
 
 def format_markdown(rows: list[dict]) -> str:

@@ -1,4 +1,5 @@
-"""Train a model. With no arguments: the CPU demo on scikit-learn's bundled digits."""
+"""Train any registered model (`shufflenet summary` lists them; --model picks one). With no
+arguments: the CPU demo on scikit-learn's bundled digits."""
 from __future__ import annotations
 
 import signal
@@ -7,7 +8,7 @@ from ..engine.config import resolve_config
 from ..engine.context import setup_context
 from ..engine.modelarts import modelarts_session
 from ..engine.trainer import train
-from .common import build_train_parser, run_command
+from .common import build_train_parser, console_may_close, run_command
 
 PROG = "train.py"
 
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop, as Ctrl-C
     try:
-        return run_command(PROG, body)
+        with console_may_close():
+            return run_command(PROG, body)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

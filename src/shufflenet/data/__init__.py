@@ -1,12 +1,12 @@
 """Dataset pipelines and the preprocessing table they share with export and inference."""
 from .augment import AUTO_AUGMENT_POLICIES, BatchMixer, parse_auto_augment, repeated_aug_order
-from .pipeline import DEFAULT_IMAGE_SIZE, DatasetInfo, PipelineSpec, create_dataset, shard_order
+from .pipeline import DATASET_IMAGE_SIZES, DatasetInfo, PipelineSpec, create_dataset, seeded, shard_order
 from .presets import PRESETS, Preprocessing, get_preprocessing
 from .sources import DataError, explain_pipeline_error, explained_pipeline_errors, open_source
 
 __all__ = [
-    "AUTO_AUGMENT_POLICIES", "DEFAULT_IMAGE_SIZE", "PRESETS", "BatchMixer", "DataError", "DatasetInfo",
+    "AUTO_AUGMENT_POLICIES", "DATASET_IMAGE_SIZES", "PRESETS", "BatchMixer", "DataError", "DatasetInfo",
     "PipelineSpec", "Preprocessing", "create_dataset", "explain_pipeline_error",
     "explained_pipeline_errors", "get_preprocessing", "open_source", "parse_auto_augment",
-    "repeated_aug_order", "shard_order",
+    "repeated_aug_order", "seeded", "shard_order",
 ]

@@ -1,7 +1,8 @@
-"""Single images to network inputs, for inference outside a dataset pipeline (predict, probes).
+"""Single image files to RGB pictures, for inference outside a dataset pipeline (predict) and
+for the dataset sources: safe decoding, wide modes scaled, folders listed.
 
-Applies `pipeline.eval_transforms`, the evaluation pipeline's own resize, crop and
-normalisation, so a single image gets the numbers a dataset batch would.
+Turning a picture into network input is `pipeline.preprocess_image`, beside the evaluation
+transforms it applies (this module sits below the pipeline and imports none of it).
 """
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-
-from .presets import Preprocessing
 
 #: Pillow modes of more than 8 bits per sample, whose `convert("RGB")` clips instead of scaling.
 WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I": 65535, "F": 1.0}
@@ -67,17 +66,6 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise too_large(path, f"{int(count.group(1)):,}" if count else "too many") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"{path} is not a readable image ({type(err).__name__}: {err})") from None
-
-
-def preprocess_image(image: Image.Image, image_size: int, preprocessing: Preprocessing) -> np.ndarray:
-    """An RGB PIL image as the (3, image_size, image_size) float32 array the network expects,
-    through the evaluation pipeline's own transforms."""
-    from mindspore.dataset.transforms import Compose
-
-    from .pipeline import eval_transforms
-
-    pixels = Compose(eval_transforms(preprocessing, image_size))(np.asarray(image, np.uint8))
-    return np.ascontiguousarray(pixels, np.float32)
 
 
 def list_images(paths: list[str | os.PathLike]) -> list[Path]:

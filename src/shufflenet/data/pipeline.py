@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
 import mindspore.dataset as ds
 import numpy as np
 from mindspore.dataset import vision
+from mindspore.dataset.transforms import Compose
+from PIL import Image
 
 from .augment import (
     BatchMixer,
@@ -21,7 +26,7 @@ from .presets import Preprocessing, eval_resize, get_preprocessing
 from .sources import ArraySource, ImageFileSource
 
 #: Input side each dataset is trained at unless `image_size` says otherwise.
-DEFAULT_IMAGE_SIZE = {"imagenet": 224, "cifar10": 32, "digits": 32}
+DATASET_IMAGE_SIZES = {"imagenet": 224, "cifar10": 32, "digits": 32}
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,28 @@ class DatasetInfo:
     class_names: list[str]
     image_size: int
     steps: int  # batches per epoch
+    #: The augmentation seed of this shard and epoch: iterate inside `seeded(info.seed)`.
+    seed: int = 0
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """MindSpore's dataset seed (and Python's and numpy's global generators, which
+    `ds.config.set_seed` seeds too) set to `seed` for the block, then the caller's again.
+
+    MindSpore's C++ augmentations read the seed when an iterator (or data sink) is created, and
+    `vision.RandomErasing` draws from Python's `random` while it iterates, so a pipeline is
+    iterated inside this block (with `DatasetInfo.seed`) to reproduce its epoch. The caller
+    applies it: `create_dataset` changes no process-wide state.
+    """
+    previous, python_state, numpy_state = ds.config.get_seed(), random.getstate(), np.random.get_state()
+    ds.config.set_seed(seed)
+    try:
+        yield
+    finally:
+        ds.config.set_seed(previous)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def shard_order(
@@ -67,6 +94,13 @@ def eval_transforms(preprocessing: Preprocessing, image_size: int) -> list:
     else:
         ops = [vision.Resize((image_size, image_size))]
     return ops + pixel_transforms(preprocessing)
+
+
+def preprocess_image(image: Image.Image, image_size: int, preprocessing: Preprocessing) -> np.ndarray:
+    """An RGB PIL image as the (3, image_size, image_size) float32 array the network expects,
+    through the evaluation pipeline's own transforms (so `predict` sees a dataset batch's numbers)."""
+    pixels = Compose(eval_transforms(preprocessing, image_size))(np.asarray(image, np.uint8))
+    return np.ascontiguousarray(pixels, np.float32)
 
 
 class MegviiResizeCrop:
@@ -212,7 +246,7 @@ class PipelineSpec:
     def resolved(self, kind: str) -> PipelineSpec:
         """This spec with the dataset kind's defaults filled in."""
         return dataclasses.replace(
-            self, image_size=self.image_size or DEFAULT_IMAGE_SIZE[kind],
+            self, image_size=self.image_size or DATASET_IMAGE_SIZES[kind],
             preprocessing=self.preprocessing or get_preprocessing(kind),
             augment=self.training if self.augment is None else self.augment)
 
@@ -246,11 +280,12 @@ def create_dataset(
 ) -> tuple[ds.Dataset, DatasetInfo]:
     """A batched pipeline over one shard of `source` for one epoch.
 
-    Training shuffles with a permutation drawn from (seed, epoch) and seeds MindSpore's
-    augmentation RNG from the same pair, so epoch k reads and augments the same images whether
-    the run started at epoch 0 or resumed at k; it drops the last partial batch. Evaluation
-    reads every sample of its shard once, in order, keeping the last partial batch. With
-    mixup/cutmix the training labels are soft targets (see `PipelineSpec`).
+    Training shuffles with a permutation drawn from (seed, epoch) and derives the augmentation
+    seed (`DatasetInfo.seed`) from the same pair, so epoch k reads and augments the same images
+    whether the run started at epoch 0 or resumed at k, when iterated inside `seeded(info.seed)`;
+    it drops the last partial batch. Evaluation reads every sample of its shard once, in order,
+    keeping the last partial batch. With mixup/cutmix the training labels are soft targets (see
+    `PipelineSpec`). No process-wide state is changed.
     """
     spec = spec.resolved(source.kind)
     epoch_seed = spec.seed * 100_003 + epoch
@@ -263,7 +298,6 @@ def create_dataset(
     if spec.soft_targets and spec.num_classes < len(source.class_names):
         raise ValueError(f"num_classes {spec.num_classes} is less than the dataset's "
                          f"{len(source.class_names)} classes")
-    ds.config.set_seed(augmentation_seed(spec, epoch_seed))
     decodes_files = isinstance(source, ImageFileSource)
     if decodes_files and source.skip_bad_images and spec.training:
         source = dataclasses.replace(source, substitute_bad_images=True)
@@ -283,7 +317,7 @@ def create_dataset(
     data = data.map(transforms, "image", num_parallel_workers=workers)
     data = batched(data, spec, epoch_seed)
     info = DatasetInfo(source.kind, len(order), len(source.class_names), list(source.class_names),
-                       spec.image_size, spec.steps(len(source)))
+                       spec.image_size, spec.steps(len(source)), augmentation_seed(spec, epoch_seed))
     return data, info
 
 

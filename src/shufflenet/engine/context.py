@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import mindspore as ms
@@ -60,3 +62,16 @@ def setup_context(device_target: str | None = None, distributed: bool = False) -
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                  device_num=size)
     return Ranks(get_rank(), size, get_local_rank())
+
+
+@contextmanager
+def pynative_mode() -> Iterator[None]:
+    """PyNative execution for the block, then the caller's mode again. For what needs it
+    (`models.complexity.count_macs`: forward hooks fire only there); the switch is the caller's
+    explicit step, never a side effect of a library call."""
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=mode)

@@ -17,16 +17,31 @@ from typing import Callable
 
 from filelock import FileLock, Timeout
 
+from ..inference.sidecar import sidecar_path
 from ..utils.files import recover_leftovers
 from .config import Config
 
+#: The run folder's table: every name a run writes there (rank 0 writes all of it). The trainer
+#: writes by these names, `--overwrite` removes them and a folder holding any is a taken one.
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "train.log"
+METRICS_FILE = "metrics.csv"
+CURVES_FILE = "curves.png"
+EVAL_FILE = "eval.json"
+BEST_CHECKPOINT = "best.ckpt"
+FINAL_CHECKPOINT = "final.ckpt"
+#: The EMA's final weights (only with --ema).
+FINAL_EMA_CHECKPOINT = "final_ema.ckpt"
+#: The verified MINDIR of the better final weights (unless --no-export), and its sidecar.
+EXPORT_FILE = "model.mindir"
+EXPORT_SIDECAR = sidecar_path(EXPORT_FILE).name
+#: Epoch checkpoints (`checkpoint_path`), the oldest beyond --keep-checkpoints removed.
 CHECKPOINT_DIR = "checkpoints"
-#: The lock a run holds on its folder while it runs (removed when it ends).
+RUN_FILES = (CONFIG_FILE, LOG_FILE, METRICS_FILE, CURVES_FILE, EVAL_FILE, BEST_CHECKPOINT,
+             FINAL_CHECKPOINT, FINAL_EMA_CHECKPOINT, EXPORT_FILE, EXPORT_SIDECAR, CHECKPOINT_DIR)
+#: The lock a run holds on its folder while it runs (removed when it ends; not a run file).
 LOCK_FILE = ".run.lock"
 EPOCH_CHECKPOINT = re.compile(r"epoch-(\d+)\.ckpt$")
-#: What a run leaves in its folder (rank 0 writes all of it).
-RUN_FILES = ("config.yaml", "train.log", "metrics.csv", "curves.png", "eval.json", "best.ckpt",
-             "final.ckpt", "model.mindir", "model.mindir.json", CHECKPOINT_DIR)
 
 
 def checkpoint_path(output_dir: str | Path, epoch: int) -> Path:
@@ -147,7 +162,7 @@ def _try_claim(config: Config) -> RunFolder | None:
     except Timeout:
         return None
     claim = RunFolder(config, lock, created)
-    log_file = folder / "train.log"
+    log_file = folder / LOG_FILE
     if log_file.is_symlink():
         claim.abandon()
         raise ValueError(f"{log_file} is a symbolic link: a run never writes its log through a link; "

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -32,20 +31,37 @@ from ..data import (
     explained_pipeline_errors,
     get_preprocessing,
     open_source,
+    seeded,
 )
 from ..data.sources import ArraySource, ImageFileSource
 from ..inference import from_network, read_weights
 from ..kernels import KernelUnavailable, use_cpu_kernels
-from ..models import META_KEY, ModelDescription, create_model, describe, head_prefix, read_description
+from ..models import ModelDescription, create_model, describe, head_prefix, read_description
 from ..pretrained import resolve_weights
 from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint, scalar
+from ..utils.checkpoint_schema import EMA_WEIGHTS, EPOCH_KEY, RAW_WEIGHTS, TOP1_KEY, checkpoint_extra
 from ..utils.files import atomic_path, open_for_append, write_text
 from .config import TRAIN_PIPELINE_KEYS, Config, save_config
 from .context import Ranks
 from .evaluator import all_reduce_sum, evaluate
 from .optim import build_optimizer
 from .recalibrate import batchnorm_layers, recalibrate_batchnorm
-from .run_folder import RunFolder, checkpoint_path, claim_output_dir, epoch_checkpoints, resolve_resume
+from .run_folder import (
+    BEST_CHECKPOINT,
+    CONFIG_FILE,
+    CURVES_FILE,
+    EVAL_FILE,
+    EXPORT_FILE,
+    FINAL_CHECKPOINT,
+    FINAL_EMA_CHECKPOINT,
+    LOG_FILE,
+    METRICS_FILE,
+    RunFolder,
+    checkpoint_path,
+    claim_output_dir,
+    epoch_checkpoints,
+    resolve_resume,
+)
 from .schedule import lr_schedule
 from .train_step import STATE_PREFIXES, TrainStep, WithLoss, ema_parameters, swapped
 
@@ -97,13 +113,13 @@ class Logger:
             self._print("\r\033[K" + line)
 
     def _print(self, text: str) -> None:
-        """A reader that went away (`train.py | head`) stops the console output, not training."""
+        """A reader that went away (`train.py | head`) stops the console output, not training;
+        the process's stdout is the command's to settle (`cli.common.console_may_close`)."""
         try:
             sys.stdout.write(text)
             sys.stdout.flush()
         except BrokenPipeError:
             self.console = False
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
 
 
 @dataclass
@@ -205,7 +221,7 @@ def _build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None, 
     before anything is written.
     """
     resume_from = resolve_resume(config, notes.append)
-    logger = Logger(Path(config.output_dir) / "train.log" if ranks.is_main else None, ranks.is_main)
+    logger = Logger(Path(config.output_dir) / LOG_FILE if ranks.is_main else None, ranks.is_main)
     log = log or logger
     for note in notes:
         log(note)
@@ -247,7 +263,7 @@ def _build_run(config: Config, ranks: Ranks, log: Callable[[str], None] | None, 
     if folder is not None:  # the checks passed: from here on the run writes
         folder.start(log)
         logger.start()
-        save_config(config, run.out / "config.yaml")
+        save_config(config, run.out / CONFIG_FILE)
     log(f"{config.model}: {train_source.kind} ({len(train_source)} train / {len(val_source)} val images, "
         f"{description.num_classes} classes) at {description.image_size}px, batch {config.batch_size} x "
         f"{ranks.size} device(s), {steps} steps/epoch, {config.epochs} epochs, amp {amp_level}")
@@ -333,10 +349,10 @@ def build_train_network(net: nn.Cell, optimizer: nn.Optimizer, config: Config, a
 def train_one_epoch(run: Run, epoch: int) -> dict:
     """One pass over this rank's shard; returns the epoch's row of metrics.csv."""
     config, steps = run.config, run.steps
-    dataset, _ = create_dataset(run.train_source, run.train_spec, epoch)
+    dataset, info = create_dataset(run.train_source, run.train_spec, epoch)
     run.train_net.set_train(True)
     losses, tick, seen, epoch_start = [], time.time(), 0, time.time()
-    for step, count, loss in _train_steps(run, dataset):
+    for step, count, loss in _train_steps(run, dataset, info.seed):
         losses.append(float(loss.asnumpy()))
         if not np.isfinite(losses[-1]):
             raise FloatingPointError(f"loss became {losses[-1]} at epoch {epoch + 1} step {step}; "
@@ -358,14 +374,15 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             "lr": float(run.lrs[(epoch + 1) * steps - 1]), "epoch_seconds": time.time() - epoch_start}
 
 
-def _train_steps(run: Run, dataset):
-    """(step, images, loss) per step; with a data sink, the whole epoch as one device call."""
+def _train_steps(run: Run, dataset, seed: int):
+    """(step, images, loss) per step; with a data sink, the whole epoch as one device call. The
+    epoch's augmentation seed holds while it runs (the training run's to set, see `seeded`)."""
     if run.config.dataset_sink:  # its loss is the last step's
-        with explained_pipeline_errors():
+        with explained_pipeline_errors(), seeded(seed):
             loss = ms.data_sink(run.train_net, dataset, sink_size=run.steps)()
         yield run.steps, run.steps * run.config.batch_size, loss
         return
-    with explained_pipeline_errors():
+    with explained_pipeline_errors(), seeded(seed):
         for step, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1), start=1):
             yield step, len(labels), run.train_net(images, labels)
 
@@ -398,8 +415,8 @@ def recalibrate(run: Run) -> dict:
     spec = dataclasses.replace(run.train_spec, mixup=0.0, cutmix=0.0)
     pairs = ema_parameters(run.train_net)
     for which, swap in [("weights", [])] + ([("EMA", pairs)] if pairs else []):
-        dataset, _ = create_dataset(run.train_source, spec, run.config.epochs)
-        with swapped(swap), explained_pipeline_errors():
+        dataset, info = create_dataset(run.train_source, spec, run.config.epochs)
+        with swapped(swap), explained_pipeline_errors(), seeded(info.seed):
             used = recalibrate_batchnorm(run.net, dataset.create_tuple_iterator(num_epochs=1),
                                          run.config.bn_recalibrate)
         run.log(f"BatchNorm statistics of the {which} re-estimated on {used} training batches")
@@ -409,7 +426,7 @@ def recalibrate(run: Run) -> dict:
 def save_epoch(run: Run, epoch: int) -> None:
     """The epoch's checkpoint (weights, optimizer state, epoch), written before evaluation so a
     failure there loses nothing; the oldest beyond `keep_checkpoints` are removed."""
-    meta = {META_KEY: run.description.to_json(), "epoch": epoch}
+    meta = checkpoint_extra(run.description.to_json(), epoch=epoch)
     save_checkpoint(run.train_net, checkpoint_path(run.out, epoch), meta)
     for old in epoch_checkpoints(run.out)[:-run.config.keep_checkpoints]:
         old.unlink()
@@ -418,21 +435,20 @@ def save_epoch(run: Run, epoch: int) -> None:
 def record_epoch(run: Run, epoch: int, row: dict) -> None:
     """best.ckpt when the epoch's top-1 (of the weights or their EMA, whichever is higher)
     beats every earlier one, and the epoch's metrics row. The checkpoint's "weights" says which."""
-    scores = {"raw": row.get("val_top1"), "ema": row.get("val_ema_top1")}
+    scores = {RAW_WEIGHTS: row.get("val_top1"), EMA_WEIGHTS: row.get("val_ema_top1")}
     which = max((k for k in scores if scores[k] is not None), key=scores.get, default=None)
     if which is not None and scores[which] > run.best_top1:
         run.best_top1 = scores[which]
-        meta = {META_KEY: run.description.to_json(), "epoch": epoch, "top1": float(scores[which]),
-                "weights": which}
-        with swapped(ema_parameters(run.train_net) if which == "ema" else []):
-            save_checkpoint(run.net, run.out / "best.ckpt", meta)
-    _append_csv(run.out / "metrics.csv", row)
+        meta = checkpoint_extra(run.description.to_json(), epoch=epoch, top1=scores[which], weights=which)
+        with swapped(ema_parameters(run.train_net) if which == EMA_WEIGHTS else []):
+            save_checkpoint(run.net, run.out / BEST_CHECKPOINT, meta)
+    _append_csv(run.out / METRICS_FILE, row)
 
 
 def best_score(output_dir: Path) -> float:
     """Top-1 of the run's best.ckpt so far (-1 without one), so a resumed run keeps the best."""
-    best = output_dir / "best.ckpt"
-    return float(scalar(read_checkpoint(best), "top1", -1.0)) if best.is_file() else -1.0
+    best = output_dir / BEST_CHECKPOINT
+    return float(scalar(read_checkpoint(best), TOP1_KEY, -1.0)) if best.is_file() else -1.0
 
 
 def finish(run: Run, final: dict) -> dict:
@@ -440,22 +456,24 @@ def finish(run: Run, final: dict) -> dict:
     MINDIR of whichever of the weights and their EMA scored higher."""
     out, config = run.out, run.config
     result = {"model": config.model, **final}
-    meta = {META_KEY: run.description.to_json(), "epoch": config.epochs}
-    save_checkpoint(run.net, out / "final.ckpt", {**meta, "weights": "raw"})
+    description = run.description.to_json()
+    save_checkpoint(run.net, out / FINAL_CHECKPOINT,
+                    checkpoint_extra(description, epoch=config.epochs, weights=RAW_WEIGHTS))
     pairs = ema_parameters(run.train_net)
     if pairs:
         with swapped(pairs):
-            save_checkpoint(run.net, out / "final_ema.ckpt", {**meta, "weights": "ema"})
-    write_text(out / "eval.json", json.dumps(result, indent=1) + "\n")
-    _plot(out / "metrics.csv", out / "curves.png")
-    names = ("final.ckpt", "final_ema.ckpt", "best.ckpt", "eval.json", "metrics.csv", "curves.png")
+            save_checkpoint(run.net, out / FINAL_EMA_CHECKPOINT,
+                            checkpoint_extra(description, epoch=config.epochs, weights=EMA_WEIGHTS))
+    write_text(out / EVAL_FILE, json.dumps(result, indent=1) + "\n")
+    _plot(out / METRICS_FILE, out / CURVES_FILE)
+    names = (FINAL_CHECKPOINT, FINAL_EMA_CHECKPOINT, BEST_CHECKPOINT, EVAL_FILE, METRICS_FILE, CURVES_FILE)
     written = [out / name for name in names]
     if config.export:
         from ..export import DYNAMIC_BATCH, export_model
 
         ema_won = final.get("ema_top1", -1.0) > final["top1"]
         with swapped(pairs if ema_won else []):
-            written.append(export_model(run.net, "MINDIR", out / "model", DYNAMIC_BATCH, run.description))
+            written.append(export_model(run.net, "MINDIR", out / EXPORT_FILE, DYNAMIC_BATCH, run.description))
         if pairs:
             run.log(f"exported the {'EMA' if ema_won else 'raw'} weights (the higher final top-1)")
     run.log("wrote " + ", ".join(str(p) for p in written if p.exists()))
@@ -489,7 +507,7 @@ def _restore(run: Run, params: dict, path: Path) -> int:
             f"{path} was trained as {described.model}, not {run.config.model}; pass --model "
             f"{described.model} or another checkpoint")
     _refuse_without_optimizer_state(run, params, path, described)
-    epoch = int(scalar(params, "epoch", 0))
+    epoch = int(scalar(params, EPOCH_KEY, 0))
     if epoch > run.config.epochs:
         raise CheckpointError(f"{path} is from epoch {epoch}, beyond --epochs {run.config.epochs}")
     load_weights(list(run.net.get_parameters()) + run.train_net.state_parameters(), params, source=str(path))

@@ -29,6 +29,7 @@ from mindspore import Tensor, nn
 
 from ..data.presets import Preprocessing, probe_batch
 from ..inference import run_exported
+from ..inference.formats import SUFFIXES
 from ..inference.sidecar import finish_interrupted_exports, make_sidecar, replace_export, write_sidecar
 from ..models import ModelDescription, build_network, model_options
 from ..models.fast_ops import fold_batchnorm
@@ -37,7 +38,6 @@ from ..utils.files import scratch_folder
 from .portable_pools import portable_pools
 
 FORMATS = ("MINDIR", "AIR", "ONNX")
-EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 #: Formats whose exports have BatchNorm folded by default (Ascend's compiler folds AIR itself).
 FOLDED_BY_DEFAULT = ("MINDIR",)
 #: `batch_size` that exports a MINDIR taking any batch.
@@ -82,14 +82,8 @@ def check_export_request(fmt: str, batch_size: int, image_size: int | None = Non
 def export_path(file_name: str | os.PathLike, fmt: str) -> Path:
     """`file_name` with the format's extension (added unless already there)."""
     path = Path(file_name)
-    extension = EXTENSIONS[fmt]
+    extension = SUFFIXES[fmt]
     return path if path.suffix.lower() == extension else path.with_name(path.name + extension)
-
-
-def sidecar_path(exported: str | os.PathLike) -> Path:
-    """Where the description of an exported file lives: `net.mindir` -> `net.mindir.json`."""
-    exported = Path(exported)
-    return exported.with_name(exported.name + ".json")
 
 
 def verify_export(
@@ -183,11 +177,11 @@ def _export_and_verify(net: nn.Cell, graph: nn.Cell, spec: Tensor, written: Path
                        tolerance: float) -> dict[str, Any]:
     """`graph` exported to `written` and compared with `net` (in inference mode meanwhile)."""
     with portable_pools(graph):
-        ms.export(graph, spec, file_name=str(written)[: -len(EXTENSIONS[fmt])], file_format=fmt)
+        ms.export(graph, spec, file_name=str(written)[: -len(SUFFIXES[fmt])], file_format=fmt)
         checked, checked_fmt = written, fmt
         if fmt == "AIR":  # MindSpore cannot load AIR: check a MINDIR of the same graph instead
             checked, checked_fmt = written.parent / "twin.mindir", "MINDIR"
-            ms.export(graph, spec, file_name=str(checked)[: -len(".mindir")], file_format="MINDIR")
+            ms.export(graph, spec, file_name=str(checked)[: -len(SUFFIXES["MINDIR"])], file_format="MINDIR")
     was_training = net.training
     net.set_train(False)
     try:

@@ -17,8 +17,9 @@ import mindspore as ms
 from mindspore import nn
 
 from ..lineages import identify
-from ..models import META_KEY, ModelDescription, build_network, describe_checkpoint
+from ..models import ModelDescription, build_network, describe_checkpoint
 from ..utils.checkpoint import load_weights, read_checkpoint
+from ..utils.checkpoint_schema import META_KEY
 
 
 def load_network(

@@ -20,12 +20,11 @@ from mindspore import nn
 
 from ..data.presets import Preprocessing
 from ..models import ModelDescription
+from .formats import file_format
 from .loading import load_network
 from .sidecar import read_exported, read_sidecar, sidecar_description, sidecar_path, sidecar_preprocessing
 
 Runner = Callable[[np.ndarray], np.ndarray]
-#: File suffix -> format of the files a predictor opens.
-FORMATS_BY_SUFFIX = {".ckpt": "CKPT", ".mindir": "MINDIR", ".onnx": "ONNX"}
 
 
 @dataclass
@@ -155,8 +154,3 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
-def file_format(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS_BY_SUFFIX:
-        raise ValueError(f"{path}: expected a {', '.join(FORMATS_BY_SUFFIX)} file")
-    return FORMATS_BY_SUFFIX[suffix]

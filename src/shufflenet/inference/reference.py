@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..data.presets import probe_batch
 from ..lineages import Lineage, load_source, torch_reference
+from ..utils.optional import import_torch
 from .predictor import open_checkpoint
 
 
@@ -17,8 +18,7 @@ def compare_with_reference(ckpt: str | os.PathLike, src: str | os.PathLike, line
     Needs PyTorch. Returns the largest absolute and relative (to the largest logit) difference
     on one probe batch of preprocessed random pixels.
     """
-    import torch
-
+    torch = import_torch("comparing with the publisher's PyTorch network")
     predictor = open_checkpoint(ckpt)
     reference = torch_reference(predictor.description, lineage)
     state = load_source(Path(src), lineage.origin)

@@ -23,6 +23,7 @@ from ..utils.files import commit, recover_leftovers, sha256_file, write_text
 
 
 def sidecar_path(exported: str | os.PathLike) -> Path:
+    """Where the description of an exported file lives: `net.mindir` -> `net.mindir.json`."""
     exported = Path(exported)
     return exported.with_name(exported.name + ".json")
 

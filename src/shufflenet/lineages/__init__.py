@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..models import META_KEY, ModelDescription, model_entry
+from ..models import ModelDescription, model_entry
+from ..utils.checkpoint_schema import META_KEY
 from . import (
     mobilenet_v1_mindcv,
     mobilenet_v1_timm,

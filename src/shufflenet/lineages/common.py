@@ -14,9 +14,11 @@ from typing import Any, Callable, Optional
 import mindspore as ms
 import numpy as np
 
-from ..models import META_KEY, ModelDescription, build_network, recognise
+from ..models import ModelDescription, build_network, recognise
 from ..models.description import UNSAFE_CHARS, parse_json, printable
 from ..utils.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from ..utils.checkpoint_schema import META_KEY
+from ..utils.optional import import_torch
 
 #: name -> float32 array: a source file's tensors, whatever framework wrote it.
 StateDict = dict[str, np.ndarray]
@@ -56,15 +58,6 @@ class Lineage:
         return all(key in state for key in self.signature) and not any(key in state for key in self.absent)
 
 
-def import_torch(module: str):
-    """PyTorch, for the modules that rebuild a publisher's network; a clear error without it."""
-    try:
-        import torch
-    except ImportError as err:  # torch is an optional dependency
-        raise ImportError(f'{module} needs PyTorch; install it with pip install -e ".[torch]"') from err
-    return torch
-
-
 def load_source(path: Path, origin: str) -> StateDict:
     """The tensors of a source file: PyTorch for PyTorch publishers, MindSpore otherwise."""
     if not path.is_file():
@@ -87,10 +80,7 @@ def read_torch_checkpoint(path: str | os.PathLike) -> StateDict:
     `weights_only=True`: a file that needs arbitrary pickled objects is refused, not run, and
     the refusal names the callable it wanted.
     """
-    try:
-        import torch
-    except ImportError:
-        raise ValueError('reading PyTorch checkpoints needs PyTorch: pip install -e ".[torch]"') from None
+    torch = import_torch("reading PyTorch checkpoints")
 
     path = Path(path)
     if path.stat().st_size == 0:

@@ -8,7 +8,7 @@ the description records. Importing drops the training state mindcv saves alongsi
 """
 from __future__ import annotations
 
-from ..models import META_KEY
+from ..utils.checkpoint_schema import META_KEY
 from .common import Lineage, as_is_converter
 
 #: Options of our network that reproduce mindcv's.

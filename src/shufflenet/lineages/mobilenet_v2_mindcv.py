@@ -8,7 +8,7 @@ state mindcv saves alongside.
 """
 from __future__ import annotations
 
-from ..models import META_KEY
+from ..utils.checkpoint_schema import META_KEY
 from .common import Lineage, as_is_converter
 
 PREPROCESSING = "imagenet"

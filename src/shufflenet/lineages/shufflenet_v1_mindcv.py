@@ -15,8 +15,9 @@ evaluates the trained, not the EMA, weights unless told otherwise.
 """
 from __future__ import annotations
 
-from ..models import META_KEY, ModelDescription, describe
+from ..models import ModelDescription, describe
 from ..models.shufflenet_v1 import model_for_channels
+from ..utils.checkpoint_schema import META_KEY
 from . import shufflenet_v1_mindspore
 from .common import Lineage, StateDict, network_entries, split_groups
 

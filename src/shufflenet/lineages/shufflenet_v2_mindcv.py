@@ -11,7 +11,7 @@ drops them and records the description.
 """
 from __future__ import annotations
 
-from ..models import META_KEY
+from ..utils.checkpoint_schema import META_KEY
 from . import shufflenet_v2_mindspore
 from .common import Lineage, as_is_converter
 

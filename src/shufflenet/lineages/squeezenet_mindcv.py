@@ -9,7 +9,7 @@ records the description.
 """
 from __future__ import annotations
 
-from ..models import META_KEY
+from ..utils.checkpoint_schema import META_KEY
 from .common import Lineage, as_is_converter
 
 PREPROCESSING = "imagenet"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..models.mobilenet_v1 import BLOCKS, block_channels  # timm's channels at every width here
-from .common import import_torch
+from ..utils.optional import import_torch
 from .mobilenet_v1_timm import STAGE_REPEATS
 
 torch = import_torch(__name__)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..models.mobilenet_v2 import STAGES, stage_channels  # torchvision's tables too
-from .common import import_torch
+from ..utils.optional import import_torch
 
 torch = import_torch(__name__)
 nn = torch.nn

@@ -18,17 +18,12 @@ imports it at import time.
 """
 from __future__ import annotations
 
-try:
-    import torch
-    from torch import nn
-except ImportError as err:  # torch is an optional dependency
-    raise ImportError(
-        "shufflenet.lineages.torch_shufflenet_v1_megvii needs PyTorch; "
-        "install it with pip install -e \".[torch]\""
-    ) from err
-
 from ..models import ModelDescription, model_arch
 from ..models.shufflenet_v1 import STAGE_REPEATS, stage_channels
+from ..utils.optional import import_torch
+
+torch = import_torch(__name__)
+nn = torch.nn
 
 
 def _channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -31,20 +31,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-try:
-    import torch
-    from torch import nn
-except ImportError as err:  # torch is an optional dependency
-    raise ImportError(
-        "shufflenet.lineages.torch_shufflenet_v2_megvii needs PyTorch; "
-        "install it with pip install -e \".[torch]\""
-    ) from err
-
 from ..models.shufflenet_v2 import STAGE_CHANNELS as V2_STAGE_CHANNELS
 from ..models.shufflenet_v2 import STAGE_REPEATS as V2_STAGE_REPEATS
 from ..models.shufflenet_v2_plus import ARCHITECTURE as PLUS_ARCHITECTURE
 from ..models.shufflenet_v2_plus import STAGE_CHANNELS as V2_PLUS_STAGE_CHANNELS
 from ..models.shufflenet_v2_plus import STAGE_REPEATS as V2_PLUS_STAGE_REPEATS
+from ..utils.optional import import_torch
+
+torch = import_torch(__name__)
+nn = torch.nn
 
 if TYPE_CHECKING:
     from ..models import ModelDescription

@@ -18,16 +18,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-try:
-    import torch
-    from torch import nn
-except ImportError as err:  # torch is an optional dependency
-    raise ImportError(
-        "shufflenet.lineages.torch_shufflenet_v2_torchvision needs PyTorch; "
-        "install it with pip install -e \".[torch]\""
-    ) from err
-
 from ..models.shufflenet_v2 import STAGE_CHANNELS, STAGE_REPEATS  # torchvision's tables too
+from ..utils.optional import import_torch
+
+torch = import_torch(__name__)
+nn = torch.nn
 
 if TYPE_CHECKING:
     from ..models import ModelDescription

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..models.squeezenet import ARCHITECTURES  # torchvision's layouts
-from .common import import_torch
+from ..utils.optional import import_torch
 
 torch = import_torch(__name__)
 nn = torch.nn

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..models.xception import BLOCKS  # Cadene's block arguments
-from .common import import_torch
+from ..utils.optional import import_torch
 
 torch = import_torch(__name__)
 nn = torch.nn

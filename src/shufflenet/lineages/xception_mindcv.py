@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-from ..models import META_KEY, ModelDescription
+from ..models import ModelDescription
+from ..utils.checkpoint_schema import META_KEY
 from .common import Lineage, StateDict, convert_renamed, network_entries
 
 OPTIONS = {"pool_padding": "same"}

@@ -16,10 +16,15 @@ def count_params(net: nn.Cell) -> int:
 def count_macs(net: nn.Cell, image_size: int = 224, in_channels: int = 3) -> int:
     """Multiply-adds of one forward pass at `image_size`, the unit of the paper's "FLOPs".
 
-    Runs one image through `net` in PyNative mode (forward hooks fire only there) and counts
-    every convolution and dense layer as weight elements times output positions. Pools,
-    BatchNorm, ReLU and additions are not counted, as in the paper and Megvii's table.
+    Runs one image through `net` and counts every convolution and dense layer as weight
+    elements times output positions. Pools, BatchNorm, ReLU and additions are not counted, as in
+    the paper and Megvii's table. Forward hooks fire only in PyNative mode, and switching the
+    process's execution mode is the caller's to do (`engine.context.pynative_mode`), so any other
+    mode is refused.
     """
+    if ms.get_context("mode") != ms.PYNATIVE_MODE:
+        raise RuntimeError("count_macs runs the network in PyNative mode (forward hooks fire only "
+                           "there); call it inside `with shufflenet.engine.context.pynative_mode():`")
     counted: list[int] = []
 
     def hook(cell: nn.Cell, _inputs, output) -> None:
@@ -35,13 +40,11 @@ def count_macs(net: nn.Cell, image_size: int = 224, in_channels: int = 3) -> int
         ):
             handles.append(cell.register_forward_hook(hook))
 
-    mode, was_training = ms.get_context("mode"), net.training
-    ms.set_context(mode=ms.PYNATIVE_MODE)
+    was_training = net.training
     try:
         net.set_train(False)
         net(ms.Tensor(np.zeros((1, in_channels, image_size, image_size), np.float32)))
     finally:
-        ms.set_context(mode=mode)
         net.set_train(was_training)
         for handle in handles:
             handle.remove()

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..data.presets import Preprocessing, get_preprocessing
+from ..utils.checkpoint_schema import META_KEY
 
-#: Checkpoint entry holding the JSON of a `ModelDescription`.
-META_KEY = "shufflenet_meta"
 #: Most classes a description may claim: over twice ImageNet-21k's 21,841.
 MAX_CLASSES = 50_000
 #: Longest class name, in characters (ImageNet's longest synset names have about 120).

@@ -10,17 +10,10 @@ from ..inference.reference import compare_with_reference
 from ..lineages import Lineage, convert_file
 from ..models import ModelDescription
 from ..utils.files import scratch_folder
+from ..utils.optional import MissingDependency, import_torch
 
 #: Largest relative logit difference from the publisher's network that a conversion may show.
 MAX_RELATIVE_DIFF = 1e-4
-
-
-def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:  # optional: without it, files that need no PyTorch convert unchecked
-        return False
-    return True
 
 
 def import_weights(src: Path, dst: Path, origin: str | None = None, model: str | None = None,
@@ -36,15 +29,23 @@ def import_weights(src: Path, dst: Path, origin: str | None = None, model: str |
         tmp, description, lineage = convert_file(src, scratch / dst.name, origin, model, class_names,
                                                  options, preprocessing)
         size = description.image_size if check_size is None else check_size
-        if lineage.torch_reference and size and torch_available():
-            diff = compare_with_reference(tmp, src, lineage, size)
-            report(f"logits vs the {lineage.origin} network in PyTorch at {size}px: max |difference| "
-                   f"{diff['max_abs_diff']:.3g} (relative {diff['max_relative_diff']:.3g})")
-            if diff["max_relative_diff"] > MAX_RELATIVE_DIFF:
-                raise ValueError(f"the conversion of {src} differs from the PyTorch network beyond "
-                                 f"{MAX_RELATIVE_DIFF:g} relative, so {dst} was not written; the "
-                                 "conversion is wrong, please report it")
-        elif lineage.torch_reference and size:
-            report(f"not compared with the {lineage.origin} network: PyTorch is not installed")
+        if lineage.torch_reference and size:
+            _compare(tmp, src, dst, lineage, size, report)
         os.replace(tmp, dst)
     return description, lineage
+
+
+def _compare(tmp: Path, src: Path, dst: Path, lineage: Lineage, size: int,
+             report: Callable[[str], None]) -> None:
+    try:
+        import_torch("comparing with the publisher's network")
+    except MissingDependency as err:  # optional: files that need no PyTorch convert unchecked
+        report(f"not compared with the {lineage.origin} network: {err}")
+        return
+    diff = compare_with_reference(tmp, src, lineage, size)
+    report(f"logits vs the {lineage.origin} network in PyTorch at {size}px: max |difference| "
+           f"{diff['max_abs_diff']:.3g} (relative {diff['max_relative_diff']:.3g})")
+    if diff["max_relative_diff"] > MAX_RELATIVE_DIFF:
+        raise ValueError(f"the conversion of {src} differs from the PyTorch network beyond "
+                         f"{MAX_RELATIVE_DIFF:g} relative, so {dst} was not written; the "
+                         "conversion is wrong, please report it")

@@ -1,1 +1,2 @@
-"""Small helpers with no model knowledge: complexity counting, file safety, logging."""
+"""Small helpers with no model knowledge: checkpoints and their schema, file safety, CPU
+settings, the optional PyTorch import."""

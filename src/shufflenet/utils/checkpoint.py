@@ -15,15 +15,12 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from .checkpoint_schema import FORMAT_KEY
 from .files import atomic_path
 
 #: How a checkpoint saved with a CRC ends: the tag, then the checksum (MindSpore 2.x layout).
 _CRC_TAG = b"crc_num"
 _CRC_TRAILER = len(_CRC_TAG) + 10
-
-
-#: First entry of every checkpoint this project writes (see `save_checkpoint`).
-FORMAT_KEY = "shufflenet_checkpoint"
 
 
 class CheckpointError(ValueError):
