@@ -35,6 +35,9 @@ setup(
         "filelock>=4.3",
         # Reads the C++ kernels' exported symbols from their bytes, never by loading them.
         "pyelftools>=0.29",
+        # Published weights by name: HTTP with resumable ranges, and a progress bar.
+        "requests>=2.31",
+        "tqdm>=4.66",
     ],
     extras_require={
         # OpenCV is the reference of the Megvii preprocessing test (4.12 on needs numpy 2).

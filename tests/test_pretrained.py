@@ -479,3 +479,11 @@ def test_mirrors_replace_scheme_and_host_and_keep_the_path(monkeypatch):
     monkeypatch.setenv("SHUFFLENET_WEIGHTS_MIRROR", "mirror.example.com")
     with pytest.raises(ValueError, match="must be an http"):
         mirrored(torchvision)
+
+
+def test_the_readme_family_table_is_what_summary_prints(home):
+    from shufflenet.cli.summary import family_rows, format_families
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- family-table -->\n", 1)[1].split("\n\n", 1)[0]
+    assert table == format_families(family_rows())

@@ -7,7 +7,7 @@ import json
 from mindspore import nn
 
 from ..engine.context import pynative_mode
-from ..models import create_model, family_of, list_models, model_entry
+from ..models import create_model, family_of, list_families, list_models, model_entry
 from ..models.complexity import count_macs, count_params
 
 
@@ -55,12 +55,47 @@ def format_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def family_rows() -> list[dict]:
+    """Per family: its models, the publishers whose weights load by name, and the publishers
+    whose files `shufflenet convert` imports (from the registry, weight table and lineages)."""
+    from ..lineages import LINEAGES
+    from ..pretrained import weight_table
+
+    table = weight_table()
+    rows = []
+    for family in list_families():
+        models = list_models(family)
+        by_name: dict[str, int] = {}
+        for (model, _), entry in table.items():
+            if model in models:
+                by_name[entry.publisher] = by_name.get(entry.publisher, 0) + 1
+        rows.append({"family": family, "models": models, "weights_by_name": by_name,
+                     "imports": sorted({lineage.origin for lineage in LINEAGES if lineage.family == family})})
+    return rows
+
+
+def format_families(rows: list[dict]) -> str:
+    lines = ["| family | models | weights by name (files per publisher) | imports files of |",
+             "|---|---|---|---|"]
+    for row in rows:
+        models = row["models"]
+        shown = f"`{models[0]}`" if len(models) == 1 else f"{len(models)}: `{models[0]}` ... `{models[-1]}`"
+        weights = ", ".join(f"{name} {count}" for name, count in sorted(row["weights_by_name"].items()))
+        lines.append(f"| {row['family']} | {shown} | {weights} | {', '.join(row['imports'])} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shufflenet summary", description=__doc__)
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: each model's)")
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    parser.add_argument("--families", action="store_true",
+                        help="one row per family: its models, weights by name and importable publishers")
     args = parser.parse_args(argv)
+    if args.families:
+        print(json.dumps(family_rows(), indent=1) if args.json else format_families(family_rows()))
+        return 0
     if args.image_size is not None and args.image_size < 32:
         parser.error(f"--image-size must be at least 32, got {args.image_size}")
     rows = summary_rows(args.image_size, args.num_classes)
