@@ -181,3 +181,14 @@ def test_published_weights_load_into_the_backbone(publisher_server, tmp_path, mo
     assert all(np.array_equal(p.asnumpy(), values[p.name]) for p in backbone.get_parameters())
     with pytest.raises(ValueError, match="num_classes"):
         shufflenet.create_model(name, pretrained="team", table_file=table, features_only=True, num_classes=3)
+
+
+def test_the_readme_table_of_tap_points_is_feature_info():
+    from pathlib import Path
+
+    from shufflenet.models.registry import feature_table_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n### Backbones\n", 1)[1].split("\n#", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    assert table == feature_table_markdown()

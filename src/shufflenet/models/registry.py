@@ -290,3 +290,18 @@ def build_network(description: ModelDescription, **option_overrides: Any) -> nn.
     """An untrained network as `description` says (its class count and options)."""
     options = {**description.options, **option_overrides}
     return create_model(description.model, num_classes=description.num_classes, **options)
+
+
+def feature_table_markdown() -> str:
+    """The README's table of tap points: per family, each `feature_info` entry (cell, reduction)
+    and the channels of its first registered model (channels scale with the width)."""
+    lines = ["| Family | Tap points: cell (reduction) | Channels (model) |", "|---|---|---|"]
+    for family in _FAMILIES.values():
+        if family.features is None:
+            continue
+        model = next(name for name, entry in _MODELS.items() if entry.family == family.name)
+        taps = feature_info(model)
+        cells = ", ".join(f"`{tap['module']}` ({tap['reduction']})" for tap in taps)
+        channels = ", ".join(str(tap["num_chs"]) for tap in taps)
+        lines.append(f"| {family.name} | {cells} | {channels} (`{model}`) |")
+    return "\n".join(lines)
