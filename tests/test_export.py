@@ -11,8 +11,15 @@ from mindspore import nn
 from shufflenet.cli.export import main as export_main
 from shufflenet.data.presets import get_preprocessing
 from shufflenet.export import ExportVerificationError, export_model, probe_batch, verify_export
-from shufflenet.inference import read_sidecar, run_exported
-from shufflenet.models import META_KEY, ModelDescription, create_model, family_of, list_families
+from shufflenet.inference import read_sidecar, run_exported, run_exported_outputs
+from shufflenet.models import (
+    META_KEY,
+    ModelDescription,
+    create_model,
+    family_of,
+    feature_info,
+    list_families,
+)
 from shufflenet.models.squeezenet import CeilMaxPool
 from shufflenet.utils.checkpoint import save_checkpoint
 
@@ -252,3 +259,47 @@ def test_cli_class_names_and_fold_bn_flags(tmp_path, capsys):
     (tmp_path / "four.txt").write_text("\n".join(names[:4]))
     assert export_main(["--ckpt", str(ckpt), "--class-names", str(tmp_path / "four.txt")]) == 1
     assert "--class-names has 4 names for a 5-class model" in capsys.readouterr().err
+
+
+#: One backbone export per family (issue 25), to ONNX; the CLI test below exports a dynamic-batch
+#: MINDIR with symmetric pools (the portable stand-ins).
+BACKBONE_EXPORTS = [(name, options, "ONNX") for name, options in EVERY_FAMILY if "unit_layout" not in options]
+
+
+def test_the_backbone_export_cases_cover_every_family():
+    assert sorted({family_of(name).name for name, _, _ in BACKBONE_EXPORTS}) == sorted(list_families())
+
+
+@pytest.mark.parametrize("name,options,fmt", BACKBONE_EXPORTS)
+def test_every_family_exports_its_backbone_with_one_verified_output_per_map(tmp_path, name, options, fmt):
+    if fmt == "ONNX" and not importlib.util.find_spec("onnxruntime"):
+        pytest.skip("onnxruntime is not installed")
+    net = create_model(name, num_classes=len(CLASSES), **options)
+    fill_deterministic(net)
+    net.set_train(False)
+    description = ModelDescription(name, len(CLASSES), SIZE, "imagenet", options, CLASSES)
+    batch = 0 if fmt == "MINDIR" else 2
+    path = export_model(net, fmt, tmp_path / "backbone", batch, description, features_only=True)
+    sidecar = read_sidecar(path)
+    info = feature_info(name)
+    assert sidecar["features_only"] and sidecar["verification"]["verified"]
+    assert [{k: o[k] for k in ("name", "num_chs", "reduction")} for o in sidecar["outputs"]] == [
+        {"name": tap["module"], "num_chs": tap["num_chs"], "reduction": tap["reduction"]} for tap in info]
+    inputs = probe_batch(3 if fmt == "MINDIR" else 2, SIZE, get_preprocessing("imagenet"), seed=5)
+    outputs = run_exported_outputs(path, fmt, inputs)
+    assert [out.shape[1] for out in outputs] == [tap["num_chs"] for tap in info]
+    assert len(outputs) == len(info) and outputs[0].shape[0] == len(inputs)
+
+
+def test_cli_exports_the_maps_of_out_indices(tmp_path, capsys):
+    net = _net("symmetric")
+    ckpt = save_checkpoint(net, tmp_path / "run.ckpt", extra={META_KEY: _description("symmetric").to_json()})
+    assert export_main(["--ckpt", str(ckpt), "--batch-size", "dynamic", "--features-only",
+                        "--out-indices", "2", "4", "--file-name", str(tmp_path / "neck")]) == 0
+    assert "2 maps" in capsys.readouterr().out
+    sidecar = read_sidecar(tmp_path / "neck.mindir")
+    assert sidecar["out_indices"] == [2, 4]
+    outputs = [(o["name"], o["reduction"]) for o in sidecar["outputs"]]
+    assert outputs == [("features.3", 8), ("features.15", 32)]
+    assert export_main(["--ckpt", str(ckpt), "--out-indices", "1"]) != 0
+    assert "--features-only" in capsys.readouterr().err

@@ -28,10 +28,19 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from ..data.presets import Preprocessing, probe_batch
-from ..inference import run_exported
+from ..inference import run_exported_outputs
 from ..inference.formats import SUFFIXES
 from ..inference.sidecar import finish_interrupted_exports, make_sidecar, replace_export, write_sidecar
-from ..models import ModelDescription, build_network, model_options
+from ..models import (
+    FeatureExtractor,
+    ModelDescription,
+    build_network,
+    check_features_request,
+    check_out_indices,
+    feature_info,
+    features_of,
+    model_options,
+)
 from ..models.fast_ops import fold_batchnorm
 from ..utils.checkpoint import load_weights
 from ..utils.files import scratch_folder
@@ -103,29 +112,35 @@ def verify_export(
     diffs, relative = [], []
     for seed, batch in enumerate(batch_sizes):
         inputs = probe_batch(batch, image_size, preprocessing, seed)
-        expected = net(Tensor(inputs)).asnumpy()
+        expected = _arrays(net(Tensor(inputs)))
         try:
-            actual = run_exported(path, fmt, inputs)
+            outputs = run_exported_outputs(path, fmt, inputs)
         except ValueError as err:  # no runtime for the format here
             warnings.warn(f"{path} was not verified: {err}", stacklevel=2)
             return {"verified": False, "reason": str(err)}
-        if actual.shape != expected.shape:
+        if [a.shape for a in outputs] != [e.shape for e in expected]:
             raise ExportVerificationError(
-                f"{path} returns shape {actual.shape} for a batch of {batch}; "
-                f"the network gives {expected.shape}"
+                f"{path} returns shape(s) {[a.shape for a in outputs]} for a batch of {batch}; "
+                f"the network gives {[e.shape for e in expected]}"
             )
-        diff = float(np.abs(actual - expected).max())
-        limit = tolerance * max(1.0, float(np.abs(expected).max()))
-        if not diff <= limit:
-            raise ExportVerificationError(
-                f"{Path(path).name} differs from the network by {diff:.3g} (allowed {limit:.3g}) on a probe "
-                f"batch of {batch}; nothing was written. Report this with the model name and format"
-            )
-        diffs.append(diff)
-        relative.append(diff / max(float(np.abs(expected).max()), 1e-30))
+        for actual, wanted in zip(outputs, expected):  # each map against its own scale
+            diff, scale = float(np.abs(actual - wanted).max()), float(np.abs(wanted).max())
+            limit = tolerance * max(1.0, scale)
+            if not diff <= limit:
+                raise ExportVerificationError(
+                    f"{Path(path).name} differs from the network by {diff:.3g} (allowed {limit:.3g}) on a "
+                    f"probe batch of {batch}; nothing was written. Report this with the model name and format"
+                )
+            diffs.append(diff)
+            relative.append(diff / max(scale, 1e-30))
     return {"verified": True, "probe_batch_sizes": list(batch_sizes), "max_abs_diff": max(diffs),
             "max_relative_diff": max(relative), "tolerance": tolerance,
             "runtime": "onnxruntime" if fmt == "ONNX" else "mindspore"}
+
+
+def _arrays(outputs: Tensor | tuple[Tensor, ...]) -> list[np.ndarray]:
+    """A network's output(s) as a list: one tensor, or a backbone's tuple of maps."""
+    return [out.asnumpy() for out in (outputs if isinstance(outputs, (tuple, list)) else (outputs,))]
 
 
 def export_model(
@@ -136,6 +151,8 @@ def export_model(
     description: ModelDescription,
     fold_bn: bool | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
 ) -> Path:
     """Export `net` (with its current weights), verify the file, write its sidecar; return its path.
 
@@ -146,14 +163,21 @@ def export_model(
         batch_size: fixed batch of the exported input, or 0 (`DYNAMIC_BATCH`, MINDIR only).
         description: what `net` is; its `image_size` is the exported input side.
         fold_bn: fold BatchNorm into the convolutions (default: for MINDIR).
-        tolerance: largest accepted difference, relative to the largest logit.
+        tolerance: largest accepted difference, relative to the largest logit (of each map).
+        features_only: export the backbone (`net` a full network or its backbone), one output per
+            map of `out_indices` (default: the backbone's, else every tap point), each verified.
     """
     fmt = check_export_request(fmt, batch_size, description.image_size)
     fold_bn = fmt in FOLDED_BY_DEFAULT if fold_bn is None else fold_bn
+    if features_only:
+        net = backbone_of(net, description.model, out_indices)
+        out_indices = net.out_indices
+    elif out_indices is not None:
+        raise ValueError("--out-indices selects a backbone's maps: pass --features-only with it")
     path = export_path(file_name, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
     finish_interrupted_exports(path)
-    graph = export_graph(net, description, fold_bn, bias_add=fmt != "ONNX")
+    graph = export_graph(net, description, fold_bn, bias_add=fmt != "ONNX", out_indices=out_indices)
     size = description.image_size
     shape = [None if batch_size == DYNAMIC_BATCH else batch_size, 3, size, size]
     spec = Tensor(shape=shape, dtype=ms.float32) if batch_size == DYNAMIC_BATCH else Tensor(
@@ -167,7 +191,10 @@ def export_model(
         verification = _export_and_verify(net, graph, spec, written, fmt, batches, size, description,
                                           tolerance)
         verification["batchnorm_folded"] = fold_bn
-        write_sidecar(written, make_sidecar(description, fmt, written, shape, verification, ms.__version__))
+        sidecar = make_sidecar(description, fmt, written, shape, verification, ms.__version__)
+        if features_only:
+            sidecar.update(features_sidecar(net))
+        write_sidecar(written, sidecar)
         replace_export(written, path)
     return path
 
@@ -191,10 +218,35 @@ def _export_and_verify(net: nn.Cell, graph: nn.Cell, spec: Tensor, written: Path
 
 
 def export_graph(net: nn.Cell, description: ModelDescription, fold_bn: bool,
-                 bias_add: bool = True) -> nn.Cell:
-    """A fresh copy of `net` in inference mode, with per-group convolutions, BN folded if asked."""
+                 bias_add: bool = True, out_indices: tuple[int, ...] | None = None) -> nn.Cell:
+    """A fresh copy of `net` in inference mode, with per-group convolutions, BN folded if asked:
+    rebuilt from its description, so nothing swapped into `net` (`kernels.use_cpu_kernels`) is
+    exported. `out_indices`: the backbone of that copy (`net` a backbone or a full network)."""
     ascend_ready = {k: v for k, v in ASCEND_OPTIONS.items() if k in model_options(description.model)}
     graph = build_network(description, **ascend_ready)
-    load_weights(graph, {p.name: p for p in net.get_parameters()}, source="the network")
+    weights = {p.name: p for p in net.get_parameters()}
+    built = graph if out_indices is None else features_of(graph, description.model, out_indices)
+    load_weights(built, weights, source="the network")  # every cell exported, strictly
     graph.set_train(False)
-    return fold_batchnorm(graph, bias_add) if fold_bn else graph
+    if fold_bn:  # on the whole network: folding rebuilds sequences, so cut the backbone after it
+        graph = fold_batchnorm(graph, bias_add)
+    return graph if out_indices is None else features_of(graph, description.model, out_indices)
+
+
+def backbone_of(net: nn.Cell, model: str, out_indices: tuple[int, ...] | None) -> FeatureExtractor:
+    """`net` itself if it is a backbone (with these `out_indices`), else the backbone cut from it."""
+    if isinstance(net, FeatureExtractor):
+        wanted = net.out_indices if out_indices is None else check_out_indices(out_indices,
+                                                                                len(feature_info(model)))
+        if wanted != net.out_indices:
+            raise ValueError(f"out_indices {tuple(out_indices)} differ from the backbone's {net.out_indices}")
+        return net
+    check_features_request(model, None, out_indices, {})
+    return features_of(net, model, out_indices)
+
+
+def features_sidecar(backbone: FeatureExtractor) -> dict[str, Any]:
+    """What a features-only export's sidecar adds: each output's name, channels and reduction."""
+    return {"features_only": True, "out_indices": list(backbone.out_indices),
+            "outputs": [{"index": k, "name": tap.module, "num_chs": tap.num_chs, "reduction": tap.reduction}
+                        for k, tap in enumerate(backbone.feature_info)]}

@@ -56,18 +56,35 @@ def network_runner(net: nn.Cell) -> Runner:
     return lambda images: net(ms.Tensor(images)).asnumpy()
 
 
+def network_outputs_runner(net: nn.Cell) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """Every output of `net` (a tensor or a tuple of them) as numpy arrays."""
+    import mindspore as ms
+
+    def run(images: np.ndarray) -> list[np.ndarray]:
+        outputs = net(ms.Tensor(images))
+        return [out.asnumpy() for out in (outputs if isinstance(outputs, (tuple, list)) else (outputs,))]
+    return run
+
+
 def exported_runner(path: str | os.PathLike, fmt: str, threads: int = 0, data: bytes | None = None) -> Runner:
     """Run a MINDIR through `nn.GraphCell` or an ONNX file through onnxruntime (`threads`
-    intra-op threads; 0: onnxruntime's default, one per physical core).
+    intra-op threads; 0: onnxruntime's default, one per physical core): its first output.
 
     `data`: the file's bytes, already checked against its sidecar (else read here once). The
     runtime loads these bytes, never the path again, so what was checked is what runs.
     """
+    run = exported_outputs_runner(path, fmt, threads, data)
+    return lambda images: run(images)[0]
+
+
+def exported_outputs_runner(path: str | os.PathLike, fmt: str, threads: int = 0,
+                            data: bytes | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """As `exported_runner`, every output in order (a backbone's maps)."""
     if fmt not in ("MINDIR", "ONNX"):
         raise ValueError(f"{path}: no runtime here for {fmt} files")
     data = Path(path).read_bytes() if data is None else data
     if fmt == "MINDIR":
-        return network_runner(nn.GraphCell(_load_mindir(data, path)))
+        return network_outputs_runner(nn.GraphCell(_load_mindir(data, path)))
     try:
         import onnxruntime
     except ImportError:
@@ -80,7 +97,7 @@ def exported_runner(path: str | os.PathLike, fmt: str, threads: int = 0, data: b
         raise ValueError(f"{path} is not an ONNX model onnxruntime can load ({_first_line(err)}); "
                          "re-export it") from None
     name = session.get_inputs()[0].name
-    return lambda images: session.run(None, {name: images})[0]
+    return lambda images: session.run(None, {name: images})
 
 
 def _load_mindir(data: bytes, path: str | os.PathLike):
@@ -104,6 +121,11 @@ def _load_mindir(data: bytes, path: str | os.PathLike):
 def run_exported(path: str | os.PathLike, fmt: str, inputs: np.ndarray) -> np.ndarray:
     """Outputs of an exported file for one batch (as exported, no padding)."""
     return exported_runner(path, fmt)(np.ascontiguousarray(inputs, np.float32))
+
+
+def run_exported_outputs(path: str | os.PathLike, fmt: str, inputs: np.ndarray) -> list[np.ndarray]:
+    """Every output of an exported file for one batch (a backbone's maps), in order."""
+    return exported_outputs_runner(path, fmt)(np.ascontiguousarray(inputs, np.float32))
 
 
 def from_network(net: nn.Cell, description: ModelDescription) -> Predictor:

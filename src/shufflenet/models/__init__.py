@@ -9,14 +9,19 @@ from . import (  # noqa: F401  (each registers its family)
     xception,
 )
 from .description import META_KEY, ModelDescription, read_description
+from .features import FeatureExtractor, FeatureSpec, FeatureTap, check_out_indices
 from .layers import GroupConv, channel_shuffle
 from .registry import (
+    build_backbone,
     build_network,
+    check_features_request,
     classes_in,
     create_model,
     describe,
     describe_checkpoint,
     family_of,
+    feature_info,
+    features_of,
     head_prefix,
     list_families,
     list_models,
@@ -30,8 +35,10 @@ from .registry import (
 from .shufflenet_v1 import ShuffleNetV1, ShuffleV1Block, stage_channels
 
 __all__ = [
-    "GroupConv", "META_KEY", "ModelDescription", "ShuffleNetV1", "ShuffleV1Block", "build_network",
-    "channel_shuffle", "classes_in", "create_model", "describe", "describe_checkpoint", "family_of",
-    "head_prefix", "list_families", "list_models", "model_arch", "model_entry", "model_options",
-    "option_table", "parameter_shapes", "read_description", "recognise", "stage_channels",
+    "FeatureExtractor", "FeatureSpec", "FeatureTap", "GroupConv", "META_KEY", "ModelDescription",
+    "ShuffleNetV1", "ShuffleV1Block", "build_backbone", "build_network", "channel_shuffle",
+    "check_features_request", "check_out_indices", "classes_in", "create_model", "describe",
+    "describe_checkpoint", "family_of", "feature_info", "features_of", "head_prefix", "list_families",
+    "list_models", "model_arch", "model_entry", "model_options", "option_table", "parameter_shapes",
+    "read_description", "recognise", "stage_channels",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from mindspore import nn
 
+from .features import FeatureSpec, FeatureTap, last_at_each_reduction, taps_from_table
 from .layers import (
     IN_CHANNELS_OPTION,
     PooledClassifierNet,
@@ -39,6 +40,13 @@ OPTIONS = {
 }
 #: Index in `features` of the first block (after the stem's conv, BN and activation).
 FIRST_BLOCK = 3
+
+
+#: As a backbone, timm's `mobilenetv1_100` taps: the last block at each scale (blocks 1, 3, 5, 11,
+#: 13 of the paper's thirteen: 64, 128, 256, 512, 1024 channels at width 1; r2 ... r32), read
+#: from `BLOCKS`' strides. (cell, index into `block_channels(width)`, reduction):
+FEATURE_TABLE = tuple((f"features.{FIRST_BLOCK + block}", block + 1, reduction) for block, reduction
+                      in last_at_each_reduction([stride for _, stride in BLOCKS], first_reduction=2))
 
 
 def block_channels(width: float) -> tuple[int, ...]:
@@ -100,11 +108,16 @@ def recognise_checkpoint(shapes: dict[str, tuple]) -> tuple[str, dict] | None:
     return name, {"num_classes": int(shapes["classifier.weight"][0]), "options": {"activation": "relu"}}
 
 
+def feature_taps(arch: dict) -> tuple[FeatureTap, ...]:
+    return taps_from_table(FEATURE_TABLE, block_channels(arch["width"]))
+
+
 def arch_text(net: MobileNetV1) -> str:
     return f"width {net.width:g}, {net.activation}, channels {net.channels[0]}-{net.channels[-1]}"
 
 
-register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text)
+register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text,
+                features=FeatureSpec(("features.*",), feature_taps))
 for _width, _mflops in PUBLISHED_MFLOPS.items():
     register_model(f"mobilenet_v1_{percent_tag(_width)}", MobileNetV1, FAMILY,
                    published_mflops=(_mflops, "Howard et al."), width=_width)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn
 
+from .features import FeatureSpec, FeatureTap, last_at_each_reduction, taps_from_table
 from .layers import (
     IN_CHANNELS_OPTION,
     PooledClassifierNet,
@@ -53,6 +54,21 @@ def stage_channels(width: float) -> tuple[int, ...]:
 def stage_first_blocks() -> tuple[int, ...]:
     """Index of each stage's first block among the seventeen: (0, 1, 3, 6, 10, 13, 16)."""
     return tuple(sum(n for _, _, n, _ in STAGES[:k]) for k in range(len(STAGES)))
+
+
+def block_strides() -> list[int]:
+    """The depthwise stride of each of the seventeen blocks."""
+    return [s if i == 0 else 1 for _, _, n, s in STAGES for i in range(n)]
+
+
+def feature_table() -> tuple[tuple[str, int, int], ...]:
+    """As a backbone, timm's `mobilenetv2_100` taps: the last block at each scale (16, 24, 32,
+    96, 320 channels at width 1; r2 ... r32); the last 1x1 to 1280 (timm's `conv_head`,
+    `features.20/21` here) widens for the classifier and is not built. (cell, index into
+    `stage_channels(width)`, reduction)."""
+    stage_of = [k for k, (_, _, n, _) in enumerate(STAGES) for _ in range(n)]
+    return tuple((f"features.{FIRST_BLOCK + block}", stage_of[block] + 1, reduction)
+                 for block, reduction in last_at_each_reduction(block_strides(), first_reduction=2))
 
 
 class InvertedResidual(nn.Cell):
@@ -130,11 +146,16 @@ def recognise_checkpoint(shapes: dict[str, tuple]) -> tuple[str, dict] | None:
     return name, {"num_classes": int(shapes["classifier.1.weight"][0])}
 
 
+def feature_taps(arch: dict) -> tuple[FeatureTap, ...]:
+    return taps_from_table(feature_table(), stage_channels(arch["width"]))
+
+
 def arch_text(net: MobileNetV2) -> str:
     return f"width {net.width:g}, channels {', '.join(map(str, net.channels))}"
 
 
-register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text)
+register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text,
+                features=FeatureSpec(("features.*",), feature_taps, ("dropout",)))
 for _width, _mflops in PUBLISHED_MFLOPS.items():
     register_model(f"mobilenet_v2_{percent_tag(_width)}", MobileNetV2, FAMILY,
                    published_mflops=(_mflops, "TF-slim"), width=_width)

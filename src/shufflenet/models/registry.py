@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 from mindspore import nn
 
 from .description import ModelDescription, read_description
+from .features import FeatureExtractor, FeatureSpec, check_out_indices
 
 #: Input side and convention of a model that registers no other (ImageNet-style training).
 DEFAULT_IMAGE_SIZE = 224
@@ -47,6 +48,8 @@ class Family:
     #: The attribute of the cell that gives the logits: what fine-tuning re-initialises and
     #: where a checkpoint's class count is read (`head_prefix`, `classes_in`).
     head: str = "classifier"
+    #: Its body and tap points as a backbone (`features_only`).
+    features: Optional[FeatureSpec] = None
 
 
 @dataclass(frozen=True)
@@ -67,16 +70,19 @@ _MODELS: dict[str, ModelEntry] = {}
 
 def register_family(name: str, options: Mapping[str, ModelOption], recognise: Recogniser,
                     arch_text: Callable[[nn.Cell], str],
-                    published_options: Mapping[str, Any] | None = None, head: str = "classifier") -> None:
+                    published_options: Mapping[str, Any] | None = None, head: str = "classifier",
+                    features: FeatureSpec | None = None) -> None:
     """Declare a family; an option name shared with another family must mean the same there.
-    `head`: the network's attribute holding the classifier (a Dense, or a sequence ending in one)."""
+    `head`: the network's attribute holding the classifier (a Dense, or a sequence ending in one);
+    `features`: how it runs as a backbone (`create_model(..., features_only=True)`)."""
     if name in _FAMILIES:
         raise ValueError(f"model family {name!r} is already registered")
     known = option_table()
     for key, spec in options.items():
         if key in known and known[key] != spec:
             raise ValueError(f"option {key!r} of family {name!r} differs from another family's")
-    _FAMILIES[name] = Family(name, dict(options), recognise, arch_text, dict(published_options or {}), head)
+    _FAMILIES[name] = Family(name, dict(options), recognise, arch_text, dict(published_options or {}), head,
+                             features)
 
 
 def register_model(name: str, builder: Callable[..., nn.Cell], family: str,
@@ -153,15 +159,71 @@ def model_arch(name: str) -> dict[str, Any]:
     return dict(model_entry(name).arch)
 
 
-def create_model(name: str, num_classes: int = 1000, **options: Any) -> nn.Cell:
-    """Build a registered model; see `list_models()` for names and `model_options()` for options."""
+def create_model(name: str, num_classes: int | None = None, features_only: bool = False,
+                 out_indices: tuple[int, ...] | None = None, **options: Any) -> nn.Cell:
+    """Build a registered model (`num_classes` default 1000); see `list_models()` for names and
+    `model_options()` for options. `features_only`: the backbone instead, returning the maps of
+    `out_indices` (default: every tap point of `feature_info(name)`)."""
+    _check_options(name, options)
+    if features_only:
+        check_features_request(name, num_classes, out_indices, options)
+        return build_backbone(name, out_indices, **options)
+    if out_indices is not None:
+        raise ValueError("out_indices selects the maps of a backbone: pass features_only=True with it")
     entry = model_entry(name)
+    return entry.builder(**entry.arch, num_classes=1000 if num_classes is None else num_classes, **options)
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> None:
     unknown = sorted(set(options) - set(model_options(name)))
     if unknown:
         raise ValueError(
             f"unknown option(s) {unknown} for {name}; valid options: {model_options(name)}"
         )
-    return entry.builder(**entry.arch, num_classes=num_classes, **options)
+
+
+def check_features_request(name: str, num_classes: int | None, out_indices: tuple[int, ...] | None,
+                           options: Mapping[str, Any]) -> None:
+    """Refuse, before any work, a backbone request that makes no sense: a class count or a head
+    option (the head is not built), or `out_indices` that name no tap point."""
+    _check_options(name, options)
+    refused = [key for key in options if key in _feature_spec(name).head_options]
+    if num_classes is not None:
+        refused.insert(0, "num_classes")
+    if refused:
+        raise ValueError(f"{', '.join(refused)} shape(s) the classifier, which features_only=True "
+                         f"does not build; leave {'it' if len(refused) == 1 else 'them'} out")
+    check_out_indices(out_indices, len(feature_info(name)))
+
+
+def _feature_spec(name: str) -> FeatureSpec:
+    spec = family_of(name).features
+    if spec is None:
+        raise ValueError(f"the {family_of(name).name} family declares no tap points; features_only "
+                         f"is not available for {name}")
+    return spec
+
+
+def feature_info(name: str, **options: Any) -> list[dict[str, Any]]:
+    """Every tap point of model `name` as a backbone, shallowest first: timm's `feature_info`
+    (`module`, `num_chs`, `reduction`); `out_indices` index this list."""
+    _check_options(name, options)
+    return [tap.to_dict() for tap in _feature_spec(name).taps(model_arch(name))]
+
+
+def build_backbone(name: str, out_indices: tuple[int, ...] | None = None, **options: Any) -> FeatureExtractor:
+    """The backbone of model `name` (options that only shape the head are ignored: a checkpoint's
+    description may carry them)."""
+    spec = _feature_spec(name)
+    entry = model_entry(name)
+    body_options = {key: value for key, value in options.items() if key not in spec.head_options}
+    return features_of(entry.builder(**entry.arch, num_classes=1, **body_options), name, out_indices)
+
+
+def features_of(net: nn.Cell, name: str, out_indices: tuple[int, ...] | None = None) -> FeatureExtractor:
+    """The backbone cut from a built network of model `name` (sharing its cells and weights)."""
+    spec = _feature_spec(name)
+    return FeatureExtractor(net, spec.body, spec.taps(model_arch(name)), out_indices)
 
 
 def describe(name: str, num_classes: int, **fields: Any) -> ModelDescription:
@@ -228,3 +290,18 @@ def build_network(description: ModelDescription, **option_overrides: Any) -> nn.
     """An untrained network as `description` says (its class count and options)."""
     options = {**description.options, **option_overrides}
     return create_model(description.model, num_classes=description.num_classes, **options)
+
+
+def feature_table_markdown() -> str:
+    """The README's table of tap points: per family, each `feature_info` entry (cell, reduction)
+    and the channels of its first registered model (channels scale with the width)."""
+    lines = ["| Family | Tap points: cell (reduction) | Channels (model) |", "|---|---|---|"]
+    for family in _FAMILIES.values():
+        if family.features is None:
+            continue
+        model = next(name for name, entry in _MODELS.items() if entry.family == family.name)
+        taps = feature_info(model)
+        cells = ", ".join(f"`{tap['module']}` ({tap['reduction']})" for tap in taps)
+        channels = ", ".join(str(tap["num_chs"]) for tap in taps)
+        lines.append(f"| {family.name} | {cells} | {channels} (`{model}`) |")
+    return "\n".join(lines)

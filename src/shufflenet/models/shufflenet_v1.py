@@ -12,6 +12,7 @@ import math
 
 from mindspore import Tensor, nn, ops
 
+from .features import FeatureSpec, FeatureTap, stage_ends, taps_from_table
 from .layers import (
     CLASSIFIER_BIAS_OPTION,
     GROUP_CONV_IMPLS,
@@ -55,6 +56,13 @@ PUBLISHED_MFLOPS = {
     (3, 2.0): (524, "Megvii"), (8, 0.5): (40, "Megvii"), (8, 1.0): (138, "Megvii"),
     (8, 1.5): (290, "Megvii"), (8, 2.0): (522, "Megvii"),
 }
+
+
+#: As a backbone (no timm model to follow): the stem (r2), the max pool after it (r4) and the
+#: last unit of each stage (r8, 16, 32): every scale at its deepest map, as timm taps its
+#: MobileNets. (cell, index into `stage_channels(groups, width)`, reduction):
+FEATURE_TABLE = (("first_conv", 0, 2), ("maxpool", 0, 4),
+                 *((f"features.{end}", k + 1, 8 << k) for k, end in enumerate(stage_ends(STAGE_REPEATS))))
 
 
 def _round_to_multiple(value: float, divisor: int, up: bool = False) -> int:
@@ -232,11 +240,17 @@ def recognise_checkpoint(shapes: dict[str, tuple]) -> tuple[str, dict] | None:
                   "options": {"classifier_bias": "classifier.bias" in shapes}}
 
 
+def feature_taps(arch: dict) -> tuple[FeatureTap, ...]:
+    return taps_from_table(FEATURE_TABLE, stage_channels(arch["groups"], arch["width"]))
+
+
 def arch_text(net: ShuffleNetV1) -> str:
     return f"g{net.groups} {net.width:g}x, channels {', '.join(map(str, net.channels))}"
 
 
-register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text, {"classifier_bias": False})
+register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text, {"classifier_bias": False},
+                features=FeatureSpec(("first_conv", "maxpool", "features.*"), feature_taps,
+                                     ("classifier_bias",)))
 for _groups, _widths in WIDTHS.items():
     for _width in _widths:
         register_model(f"shufflenet_v1_g{_groups}_x{width_tag(_width)}", ShuffleNetV1, FAMILY,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
+from .features import FeatureSpec, FeatureTap, stage_ends, taps_from_table
 from .layers import (
     CLASSIFIER_BIAS_OPTION,
     IN_CHANNELS_OPTION,
@@ -46,6 +47,12 @@ STAGE_CHANNELS = {
     2.0: (24, 244, 488, 976, 2048),
 }
 STAGE_REPEATS = (4, 8, 4)
+#: As a backbone (timm has no ShuffleNet; mindcv taps the same cells): the stem (r2), its max
+#: pool (r4) and the last unit of each stage (r8, 16, 32), as NanoDet and PicoDet take stages
+#: 2-4. `conv_last` is not built: like MobileNetV2's last 1x1 (timm's `conv_head`), it widens the
+#: map for the classifier only. (cell, index into `STAGE_CHANNELS[width]`, reduction):
+FEATURE_TABLE = (("first_conv", 0, 2), ("max_pool", 0, 4),
+                 *((f"features.{end}", k + 1, 8 << k) for k, end in enumerate(stage_ends(STAGE_REPEATS))))
 #: Megvii's published multiply-adds at 224x224, in millions.
 PUBLISHED_MFLOPS = {0.5: 41, 1.0: 146, 1.5: 299, 2.0: 591}
 OPTIONS = {
@@ -225,12 +232,18 @@ def recognise_checkpoint(shapes: dict[str, tuple]) -> tuple[str, dict] | None:
     return model_for_width(width), {"num_classes": int(num_classes), "options": options}
 
 
+def feature_taps(arch: dict) -> tuple[FeatureTap, ...]:
+    return taps_from_table(FEATURE_TABLE, STAGE_CHANNELS[arch["width"]])
+
+
 def arch_text(net: ShuffleNetV2) -> str:
     return f"{net.width:g}x {net.unit_layout}, channels {', '.join(map(str, net.channels))}"
 
 
 register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text,
-                {"unit_layout": "megvii", "classifier_bias": False})
+                {"unit_layout": "megvii", "classifier_bias": False},
+                features=FeatureSpec(("first_conv", "max_pool", "features.*"), feature_taps,
+                                     ("classifier_bias", "dropout")))
 for _width in STAGE_CHANNELS:
     register_model(f"shufflenet_v2_x{width_tag(_width)}", ShuffleNetV2, FAMILY,
                    published_mflops=(PUBLISHED_MFLOPS[_width], "Megvii"),

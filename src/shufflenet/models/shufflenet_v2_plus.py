@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
+from .features import FeatureSpec, FeatureTap, stage_ends, taps_from_table
 from .layers import IN_CHANNELS_OPTION, check_positive_ints, conv_bn, megvii_init, new_classifier
 from .registry import list_models, model_arch, register_family, register_model
 from .shufflenet_v2 import ShuffleV2Block, first_units, main_branch, projection_branch
@@ -28,6 +29,11 @@ STAGE_REPEATS = (4, 4, 8, 4)
 #: The searched unit of each of the 20 positions: 3, 5, 7 = ShuffleNetV2 unit with that depthwise
 #: kernel, "x" = Xception unit. Megvii's `architecture` list [0, 0, 3, 1, ...] in these terms.
 ARCHITECTURE = (3, 3, "x", 5, 5, 5, 3, 3, 7, 3, 7, 5, 5, 3, 7, 3, 7, 5, "x", 7)
+#: As a backbone: the stem (r2; no max pool here) and the last unit of each of the four stages
+#: (r4, 8, 16, 32). `conv_last`, `LastSE` and `fc` are the classifier's (its 1280-wide head) and
+#: are not built. (cell, index into `STAGE_CHANNELS[size]`, reduction):
+FEATURE_TABLE = (("first_conv", 0, 2),
+                 *((f"features.{end}", k + 1, 4 << k) for k, end in enumerate(stage_ends(STAGE_REPEATS))))
 PUBLISHED_MFLOPS = {"small": 156, "medium": 222, "large": 360}
 OPTIONS = {"in_channels": IN_CHANNELS_OPTION}
 
@@ -143,11 +149,16 @@ def recognise_checkpoint(shapes: dict[str, tuple]) -> tuple[str, dict] | None:
     raise ValueError(f"stage channels {stages} match no ShuffleNetV2+ size ({', '.join(STAGE_CHANNELS)})")
 
 
+def feature_taps(arch: dict) -> tuple[FeatureTap, ...]:
+    return taps_from_table(FEATURE_TABLE, STAGE_CHANNELS[arch["size"]])
+
+
 def arch_text(net: ShuffleNetV2Plus) -> str:
     return f"{net.size}, channels {', '.join(map(str, net.channels))}"
 
 
-register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text)
+register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text,
+                features=FeatureSpec(("first_conv", "features.*"), feature_taps))
 for _size in STAGE_CHANNELS:
     register_model(f"shufflenet_v2_plus_{_size}", ShuffleNetV2Plus, FAMILY,
                    published_mflops=(PUBLISHED_MFLOPS[_size], "Megvii"), size=_size)

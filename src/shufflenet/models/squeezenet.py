@@ -21,6 +21,7 @@ from __future__ import annotations
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import Constant, HeUniform
 
+from .features import FeatureSpec, FeatureTap
 from .layers import IN_CHANNELS_OPTION, check_positive_ints, fill
 from .registry import ModelOption, find_model, model_arch, register_family, register_model
 
@@ -43,6 +44,22 @@ OPTIONS = {
                                 "(mindcv's 1.1)"),
     "in_channels": IN_CHANNELS_OPTION,
 }
+
+
+def feature_taps(arch: dict) -> tuple[FeatureTap, ...]:
+    """As a backbone (no timm model to follow): the stem's ReLU (r2) and the last Fire module
+    before each max pool and at the end (r4, 8, 16); SqueezeNet stops at r16 (three pools), so
+    it has four tap points, not five. Read from `ARCHITECTURES` (`features.0` is the stem)."""
+    (stem, _), layout = ARCHITECTURES[arch["version"]]
+    taps, channels, reduction = [FeatureTap("features.1", stem, 2)], stem, 2
+    for k, item in enumerate(layout):
+        if item == "M":
+            reduction *= 2
+            continue
+        channels = 2 * item[1]
+        if k + 1 == len(layout) or layout[k + 1] == "M":
+            taps.append(FeatureTap(f"features.{k + 2}", channels, reduction))
+    return tuple(taps)
 
 
 class Fire(nn.Cell):
@@ -157,7 +174,8 @@ def arch_text(net: SqueezeNet) -> str:
     return f"version {net.version.replace('_', '.')}, {net.pool_rounding} pools"
 
 
-register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text)
+register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text,
+                features=FeatureSpec(("features.*",), feature_taps, ("dropout",)))
 for _version, _mflops in PUBLISHED_MFLOPS.items():
     register_model(f"squeezenet{_version}", SqueezeNet, FAMILY, published_mflops=(_mflops, "torchvision"),
                    version=_version)

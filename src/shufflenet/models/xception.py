@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
+from .features import FeatureSpec, FeatureTap, last_at_each_reduction
 from .layers import (
     IN_CHANNELS_OPTION,
     POOL_PADDING_OPTION,
@@ -34,7 +35,24 @@ FAMILY = "xception"
 #: of block1 ... block12, as Cadene's `Block` arguments.
 BLOCKS = ((64, 128, 2, 2, False, True), (128, 256, 2, 2, True, True), (256, 728, 2, 2, True, True),
           *((728, 728, 3, 1, True, True),) * 8, (728, 1024, 2, 2, True, False))
+#: Output channels of the exit flow's two separable convolutions (`conv3`, `conv4`).
+EXIT_CHANNELS = (1536, 2048)
 OPTIONS = {"pool_padding": POOL_PADDING_OPTION, "in_channels": IN_CHANNELS_OPTION}
+#: The cells `forward_features` runs, in order (one `relu` cell serves every activation).
+BODY = ("conv1", "bn1", "relu", "conv2", "bn2", "relu", *(f"block{k}" for k in range(1, len(BLOCKS) + 1)),
+        "conv3", "bn3", "relu", "conv4", "bn4", "relu")
+
+
+def feature_taps(arch: dict) -> tuple[FeatureTap, ...]:
+    """As a backbone, timm's `legacy_xception` scales and channels (64, 128, 256, 728, 2048 at
+    r2 ... r32), each map taken before its ReLU: the stem's `bn2`, the last block at each scale
+    (block1, block2, block11: what the next block's shortcut takes; timm hooks that block's first
+    ReLU, `block2.rep.0`, ...) and the exit flow's `bn4`. The shared `relu` cell cannot name one
+    tap; a head wanting timm's maps applies a ReLU (it has no weights)."""
+    ends = last_at_each_reduction([block[3] for block in BLOCKS], first_reduction=2)[:-1]
+    return (FeatureTap("bn2", BLOCKS[0][0], 2),
+            *(FeatureTap(f"block{block + 1}", BLOCKS[block][1], reduction) for block, reduction in ends),
+            FeatureTap("bn4", EXIT_CHANNELS[1], 32))
 
 
 class SeparableConv(nn.Cell):
@@ -98,13 +116,14 @@ class Xception(nn.Cell):
         for index, args in enumerate(BLOCKS, 1):
             setattr(self, f"block{index}", Block(*args, pool_padding=pool_padding))
         self.blocks = [getattr(self, f"block{index}") for index in range(1, len(BLOCKS) + 1)]
-        self.conv3 = SeparableConv(1024, 1536)
-        self.bn3 = nn.BatchNorm2d(1536)
-        self.conv4 = SeparableConv(1536, 2048)
-        self.bn4 = nn.BatchNorm2d(2048)
+        last_block, (exit1, exit2) = BLOCKS[-1][1], EXIT_CHANNELS
+        self.conv3 = SeparableConv(last_block, exit1)
+        self.bn3 = nn.BatchNorm2d(exit1)
+        self.conv4 = SeparableConv(exit1, exit2)
+        self.bn4 = nn.BatchNorm2d(exit2)
         self.relu = nn.ReLU()
-        self.num_features = 2048
-        self.fc = nn.Dense(2048, num_classes)
+        self.num_features = exit2
+        self.fc = nn.Dense(exit2, num_classes)
         fan_out_init(self)
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -140,6 +159,7 @@ def arch_text(net: Xception) -> str:
     return f"entry 3 + middle 8 + exit 1 blocks, {net.pool_padding} pools, 2048 features"
 
 
-register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text, head="fc")
+register_family(FAMILY, OPTIONS, recognise_checkpoint, arch_text, head="fc",
+                features=FeatureSpec(BODY, feature_taps))
 register_model("xception", Xception, FAMILY, image_size=299, preprocessing="inception",
                published_mflops=(8400, "timm"))

@@ -13,8 +13,8 @@ from typing import Any
 
 from mindspore import nn
 
+from ..models import build_backbone, check_features_request, describe_checkpoint, head_prefix
 from ..models import create_model as build_model
-from ..models import describe_checkpoint, head_prefix
 from ..utils.checkpoint import load_weights, read_checkpoint
 from .cache import HOME_ENV, cache_paths, fetch_checkpoint, is_cached, weights_home
 from .convert import MAX_RELATIVE_DIFF, import_weights
@@ -48,14 +48,24 @@ def resolve_weights(value: str, model: str | None, table_file: str | os.PathLike
 
 
 def create_model(name: str, pretrained: bool | str = False, num_classes: int | None = None,
-                 table_file: str | os.PathLike | None = None, **options: Any) -> nn.Cell:
+                 table_file: str | os.PathLike | None = None, features_only: bool = False,
+                 out_indices: tuple[int, ...] | None = None, **options: Any) -> nn.Cell:
     """Build a registered model, with published weights if `pretrained` (True: the default
     ones; a tag: those). A `num_classes` other than the weights' re-initialises the classifier,
-    as timm does; `options` override the network options the weights were converted with."""
+    as timm does; `options` override the network options the weights were converted with.
+    `features_only`: the backbone (`models.create_model`), the weights loaded strictly into
+    every cell it builds; the checkpoint's head and deeper cells are not built, so not read."""
     if not pretrained:
-        return build_model(name, 1000 if num_classes is None else num_classes, **options)
+        return build_model(name, num_classes, features_only=features_only, out_indices=out_indices, **options)
+    if features_only:
+        check_features_request(name, num_classes, out_indices, options)
     path = fetch_weights(name, pretrained, table_file)
     params = read_checkpoint(path)
+    if features_only:
+        description = describe_checkpoint(params, name, source=str(path))
+        backbone = build_backbone(name, out_indices, **{**description.options, **options})
+        load_weights(backbone, params, source=str(path))
+        return backbone
     description = describe_checkpoint(params, name, num_classes, source=str(path))
     net = build_model(name, description.num_classes, **{**description.options, **options})
     load_weights(net, params, new_head=head_prefix(name), source=str(path))
