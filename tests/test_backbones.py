@@ -192,3 +192,17 @@ def test_the_readme_table_of_tap_points_is_feature_info():
     section = readme.split("\n### Backbones\n", 1)[1].split("\n#", 1)[0]
     table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
     assert table == feature_table_markdown()
+
+
+@pytest.mark.parametrize("ours, timms", [("mobilenet_v1_100", "mobilenetv1_100"),
+                                         ("mobilenet_v2_100", "mobilenetv2_100"),
+                                         ("xception", "legacy_xception")])
+def test_default_tap_points_follow_timms_own_feature_info(ours, timms):
+    """Where timm has the network, the default maps are timm's: the same channels at the same
+    reductions, read from timm's own code (`features_only=True`, untrained)."""
+    from publisher_code import import_publishers
+
+    _, timm = import_publishers()
+    theirs = timm.create_model(timms, features_only=True, pretrained=False).feature_info
+    assert [tap["num_chs"] for tap in feature_info(ours)] == theirs.channels()
+    assert [tap["reduction"] for tap in feature_info(ours)] == theirs.reduction()

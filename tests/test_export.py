@@ -11,7 +11,7 @@ from mindspore import nn
 from shufflenet.cli.export import main as export_main
 from shufflenet.data.presets import get_preprocessing
 from shufflenet.export import ExportVerificationError, export_model, probe_batch, verify_export
-from shufflenet.inference import read_sidecar, run_exported, run_exported_outputs
+from shufflenet.inference import open_export, read_sidecar, run_exported, run_exported_outputs
 from shufflenet.models import (
     META_KEY,
     ModelDescription,
@@ -303,3 +303,5 @@ def test_cli_exports_the_maps_of_out_indices(tmp_path, capsys):
     assert outputs == [("features.3", 8), ("features.15", 32)]
     assert export_main(["--ckpt", str(ckpt), "--out-indices", "1"]) != 0
     assert "--features-only" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="is a backbone export"):  # maps are no class scores
+        open_export(tmp_path / "neck.mindir")

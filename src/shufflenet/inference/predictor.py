@@ -147,6 +147,9 @@ def open_export(path: str | os.PathLike, threads: int = 0, trust_unverified: boo
     """
     fmt = file_format(path)
     sidecar = read_sidecar(path)
+    if sidecar.get("features_only"):
+        raise ValueError(f"{path} is a backbone export (--features-only): it gives feature maps, not "
+                         "class scores; predict and evaluate with an export of the classifier")
     description = sidecar_description(sidecar, str(sidecar_path(path)))
     preprocessing = sidecar_preprocessing(sidecar)
     fixed = sidecar["input_shape"][0]
