@@ -3,8 +3,9 @@
 mindcv builds the paper's network (ReLU, a classifier with a bias) under the names ours uses:
 `features.0/1` the stem, `features.{3..15}.{0,1,3,4}` the depthwise-separable blocks,
 `classifier`. Its files load as they are (`models.mobilenet_v1` recognises the width from the
-shapes); its published checkpoints have 1001 classes (TF-slim's background class first), which
-the description records. Importing drops the training state mindcv saves alongside.
+shapes); its published checkpoints have 1001 classes, which the description records: mindcv
+trains them on labels 0..999, so the last logit is never a target (its `load_pretrained` keeps
+rows [:1000] when asked for 1000 classes; `create_model(..., num_classes=1000)` re-initialises). Importing drops the training state mindcv saves alongside.
 """
 from __future__ import annotations
 
