@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import mindspore as ms
@@ -227,3 +228,172 @@ def small_mount(path: Path, options: str):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+#: The repository root: commands run as a user types them.
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args, timeout=600, **kwargs):
+    """A command as a user types it: `train.py ...`, `eval.py ...` or `shufflenet ...`."""
+    first, *rest = map(str, args)
+    command = [sys.executable, str(REPO / first)] if first.endswith(".py") else [
+        sys.executable, "-m", "shufflenet", first]
+    return subprocess.run([*command, *rest], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def one_line_error(result, *fragments):
+    """Exit 1, one line on stderr (after MindSpore's own warnings) holding every fragment."""
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [ln for ln in result.stderr.splitlines() if "error:" in ln]
+    assert len(lines) == 1, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+FAKE_MOXING = '''
+import shutil
+from pathlib import Path
+
+
+def _local(path):  # obs:///tmp/x -> /tmp/x: the "bucket" is the local file system
+    return path.split("://", 1)[1] if "://" in path else path
+
+
+class file:  # the two calls of moxing.file the project uses
+    @staticmethod
+    def copy_parallel(src, dst):
+        shutil.copytree(_local(src), _local(dst), dirs_exist_ok=True)  # merges, as moxing does
+
+    @staticmethod
+    def copy(src, dst):
+        Path(_local(dst)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(_local(src), _local(dst))
+'''
+
+
+def obs(path) -> str:
+    """The fake OBS URL of a local path."""
+    return f"obs://{Path(path).resolve()}"
+
+
+@pytest.fixture()
+def moxing_path(tmp_path):
+    folder = tmp_path / "site"
+    (folder / "moxing").mkdir(parents=True)
+    (folder / "moxing" / "__init__.py").write_text(FAKE_MOXING)
+    return folder
+
+
+def run_job(moxing_path, data, obs_out, cache, *extra):
+    env = {**os.environ, "PYTHONPATH": f"{moxing_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = ["--enable-modelarts", "--data-url", obs(data), "--train-url", obs(obs_out), "--cache-dir", cache,
+            "--model", "shufflenet_v1_g3_x0_25", "--image-size", "32", "--batch-size", "6",
+            "--epochs", "1", "--num-workers", "1", "--no-export", "--lr", "0.01", *extra]
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def write_cifar(root, skip=(), truncate=(), extra=()):
+    """CIFAR-10's binary files of random records (labels 0..9), some skipped, cut or added."""
+    from shufflenet.data.sources import CIFAR10_FILES, CIFAR10_RECORD, CIFAR10_RECORDS_PER_FILE
+
+    rng = np.random.default_rng(0)
+    root.mkdir(exist_ok=True)
+    for name in CIFAR10_FILES["train"] + CIFAR10_FILES["val"] + list(extra):
+        if name in skip:
+            continue
+        records = rng.integers(0, 256, (CIFAR10_RECORDS_PER_FILE, CIFAR10_RECORD), dtype=np.uint8)
+        records[:, 0] = rng.integers(0, 10, CIFAR10_RECORDS_PER_FILE)
+        data = records.tobytes()
+        (root / name).write_bytes(data[:-100] if name in truncate else data)
+    return root
+
+
+@contextlib.contextmanager
+def pynative():
+    """PyNative mode for a block: comparisons of many networks compile no graph per network."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
+    """Largest |actual - expected| relative to the largest |expected|."""
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def relative_logit_difference(size: int, model, ckpt, preprocessing: str) -> float:
+    """A PyTorch publisher network's logits against the checkpoint converted from it, on a
+    preprocessed probe batch of `size` px: the largest difference relative to the largest logit."""
+    import torch
+
+    from shufflenet.data.presets import get_preprocessing, probe_batch
+    from shufflenet.inference import load_network
+
+    inputs = probe_batch(2, size, get_preprocessing(preprocessing), seed=3)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(inputs)).numpy()
+    with pynative():
+        net, _ = load_network(ckpt)
+        actual = net(ms.Tensor(inputs)).asnumpy()
+    return relative_difference(actual, expected)
+
+
+def convert_and_check(src, dst, capsys, size: int, relative: float) -> None:
+    """`shufflenet convert` with its comparison at `size` px; the relative difference it printed
+    is within `relative` too."""
+    import re
+
+    from shufflenet.cli.convert import main as convert_main
+
+    assert convert_main([str(src), str(dst), "--check-size", str(size)]) == 0
+    printed = re.search(r"\(relative ([^)]+)\)", capsys.readouterr().out)
+    assert printed and float(printed[1]) <= relative, printed
+
+
+def torch_names(module) -> dict:
+    return dict.fromkeys(module.state_dict())
+
+
+def mindspore_names(name: str, renamed: dict | None = None, **options) -> dict:
+    """Our parameter names of `name` (10 classes), some renamed as a publisher's files name them."""
+    from shufflenet.models import create_model
+
+    net = create_model(name, num_classes=10, **options)
+    return dict.fromkeys((renamed or {}).get(p.name, p.name) for p in net.get_parameters())
+
+
+def mindcv_training_state(net) -> list[dict]:
+    """What mindcv's training network adds to a checkpoint: Adam slots, EMA copies, counters."""
+    entries = []
+    for param in net.trainable_params():
+        for prefix in ("adam_m", "adam_v", "ema"):
+            entries.append({"name": f"{prefix}.{param.name}", "data": param.data * 0.5 + 1.0})
+    counters = {"global_step": np.array([1000], np.int32), "beta1_power": np.array([0.9], np.float32),
+                "learning_rate": np.array([0.1], np.float32), "scale_sense": np.array(1024.0, np.float32)}
+    entries += [{"name": name, "data": ms.Tensor(value)} for name, value in counters.items()]
+    return entries
+
+
+def publish_mindcv(module, names, folder, size: int = 64, classes: int = 10) -> tuple[ms.Tensor, dict]:
+    """mindcv's networks `names` of `module`, randomised, saved as mindcv saves them (every
+    other file with training state), and their logits on one probe batch."""
+    from shufflenet.data.presets import get_preprocessing, probe_batch
+
+    inputs = ms.Tensor(probe_batch(2, size, get_preprocessing("imagenet"), seed=3))
+    files = {}
+    for i, name in enumerate(names):
+        net = getattr(module, name)(num_classes=classes)
+        fill_deterministic(net, i)
+        net.set_train(False)
+        entries = [{"name": p.name, "data": p.data} for p in net.get_parameters()]
+        path = folder / f"{name}.ckpt"
+        ms.save_checkpoint(entries + (mindcv_training_state(net) if i % 2 == 0 else []), str(path),
+                           append_dict={"epoch_num": 300, "step_num": 750600})
+        files[name] = (net, path, net(inputs).asnumpy())
+    return inputs, files

@@ -12,7 +12,6 @@ mode.
 from pathlib import Path
 
 import pytest
-from test_convert_v2 import CLASSES, RELATIVE, _compare, _convert_and_check, _ms_names, _names
 
 from shufflenet import list_models
 from shufflenet.cli.convert import main as convert_main
@@ -35,13 +34,23 @@ from shufflenet.lineages import (
 from shufflenet.models import describe, model_arch, model_entry
 
 torch = pytest.importorskip("torch")
-from conftest import randomise_torch  # noqa: E402  (after the skip: it is only used with torch)
+from conftest import (  # noqa: E402  (after the skip: they are only used with torch)
+    convert_and_check,
+    mindspore_names,
+    randomise_torch,
+    relative_logit_difference,
+    torch_names,
+)
 
 from shufflenet.lineages.torch_mobilenet_v1_timm import TimmMobileNetV1  # noqa: E402
 from shufflenet.lineages.torch_mobilenet_v2_torchvision import TorchvisionMobileNetV2  # noqa: E402
 from shufflenet.lineages.torch_squeezenet_torchvision import TorchvisionSqueezeNet  # noqa: E402
 from shufflenet.lineages.torch_xception_timm import CadeneXception  # noqa: E402
 
+SIZE = 64
+CLASSES = 10
+#: Largest |ours - publisher's| logit relative to the largest logit.
+RELATIVE = 1e-5
 #: family -> (the publisher's network of a model's architecture, file name, our options, lineage).
 PUBLISHERS = {
     "mobilenet_v1": (lambda arch, classes: TimmMobileNetV1(arch["width"], classes), "pytorch_model.bin",
@@ -76,7 +85,7 @@ def test_import_matches_the_publishers_network(tmp_path, family, name):
     assert lineage is PUBLISHERS[family][3]
     # timm evaluates its MobileNetV1 with Inception statistics; the others as our models default.
     preprocessing = "timm_mobilenet_v1" if family == "mobilenet_v1" else model_entry(name).preprocessing
-    assert _compare(model, dst, preprocessing) <= RELATIVE
+    assert relative_logit_difference(SIZE, model, dst, preprocessing) <= RELATIVE
     assert (description.model, description.options, description.preprocessing, description.num_classes) == \
         (name, PUBLISHERS[family][2], preprocessing, CLASSES)
     assert load_network(dst)[1] == description
@@ -87,7 +96,7 @@ def test_import_matches_the_publishers_network(tmp_path, family, name):
                                          ("squeezenet", "squeezenet1_1"), ("xception", "xception")])
 def test_convert_command_checks_against_the_publishers_network(tmp_path, capsys, family, name):
     _, src = _publish(tmp_path, family, name)
-    _convert_and_check(src, tmp_path / "converted.ckpt", capsys)
+    convert_and_check(src, tmp_path / "converted.ckpt", capsys, SIZE, RELATIVE)
 
 
 def test_timms_safetensors_release_converts_and_bfloat16_widens_exactly(tmp_path):
@@ -98,7 +107,7 @@ def test_timms_safetensors_release_converts_and_bfloat16_widens_exactly(tmp_path
     safetensors.save_file(model.state_dict(), str(src))
     dst, description, lineage = convert_file(src, tmp_path / "converted.ckpt")
     assert lineage is mobilenet_v1_timm.LINEAGE and description.model == "mobilenet_v1_050"
-    assert _compare(model, dst, "imagenet") <= RELATIVE
+    assert relative_logit_difference(SIZE, model, dst, "imagenet") <= RELATIVE
 
     from shufflenet.lineages.common import read_safetensors
 
@@ -119,7 +128,7 @@ def test_cadenes_first_xception_release_with_matrix_pointwise_weights_converts(t
     state["last_linear.weight"], state["last_linear.bias"] = state.pop("fc.weight"), state.pop("fc.bias")
     torch.save(state, tmp_path / "xception-b5690688.pth")
     dst, description, _ = convert_file(tmp_path / "xception-b5690688.pth", tmp_path / "old.ckpt")
-    assert _compare(model, dst, "inception") <= RELATIVE
+    assert relative_logit_difference(SIZE, model, dst, "inception") <= RELATIVE
 
 
 @pytest.mark.parametrize("name,extra,network", [
@@ -153,16 +162,16 @@ def test_timms_wider_or_headed_mobilenets_are_refused_with_a_reason(tmp_path, ca
 
 def test_each_publishers_names_pick_its_lineage_alone():
     files = {
-        "timm v1": (_names(TimmMobileNetV1(1.0)), mobilenet_v1_timm.LINEAGE),
-        "torchvision v2": (_names(TorchvisionMobileNetV2(1.0)), mobilenet_v2_torchvision.LINEAGE),
-        "mindcv v1": (_ms_names("mobilenet_v1_100"), mobilenet_v1_mindcv.LINEAGE),
-        "mindcv v2": (_ms_names("mobilenet_v2_100"), mobilenet_v2_mindcv.LINEAGE),
-        "timm xception": (_names(CadeneXception()), xception_timm.LINEAGE),
-        "mindcv xception": ({_mindcv_xception_name(key): None for key in _ms_names("xception")},
+        "timm v1": (torch_names(TimmMobileNetV1(1.0)), mobilenet_v1_timm.LINEAGE),
+        "torchvision v2": (torch_names(TorchvisionMobileNetV2(1.0)), mobilenet_v2_torchvision.LINEAGE),
+        "mindcv v1": (mindspore_names("mobilenet_v1_100"), mobilenet_v1_mindcv.LINEAGE),
+        "mindcv v2": (mindspore_names("mobilenet_v2_100"), mobilenet_v2_mindcv.LINEAGE),
+        "timm xception": (torch_names(CadeneXception()), xception_timm.LINEAGE),
+        "mindcv xception": ({_mindcv_xception_name(key): None for key in mindspore_names("xception")},
                             xception_mindcv.LINEAGE),
         # torchvision's SqueezeNet names are mindcv's: the file's extension (.pth, .ckpt) decides
-        "torchvision squeezenet": (_names(TorchvisionSqueezeNet("1_0")), squeezenet_torchvision.LINEAGE),
-        "mindcv squeezenet": (_ms_names("squeezenet1_0"), squeezenet_mindcv.LINEAGE),
+        "torchvision squeezenet": (torch_names(TorchvisionSqueezeNet("1_0")), squeezenet_torchvision.LINEAGE),
+        "mindcv squeezenet": (mindspore_names("squeezenet1_0"), squeezenet_mindcv.LINEAGE),
     }
     for kind, (names, expected) in files.items():
         found = [lineage for lineage in LINEAGES if lineage.matches(names)]

@@ -9,14 +9,20 @@ output of it is stored, so Megvii's rebuild is checked against our network alone
 compares in graph mode (its printed relative difference is checked here too); the tests compare
 again in PyNative mode, which needs no graph compile per network.
 """
-import contextlib
-import re
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 import pytest
-from conftest import fill_deterministic, randomise_torch
+from conftest import (
+    convert_and_check,
+    fill_deterministic,
+    mindspore_names,
+    pynative,
+    randomise_torch,
+    relative_logit_difference,
+    torch_names,
+)
 
 from shufflenet.cli.convert import main as convert_main
 from shufflenet.data.presets import get_preprocessing
@@ -65,41 +71,14 @@ def _publish(folder, publisher: str, width: float):
     return model, path
 
 
-@contextlib.contextmanager
-def _pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        yield
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
-
-
-def _compare(model, ckpt, preprocessing: str) -> float:
-    """Largest |MindSpore - PyTorch| logit on preprocessed inputs, relative to the largest logit."""
-    inputs = probe_batch(2, SIZE, get_preprocessing(preprocessing), seed=3)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(inputs)).numpy()
-    with _pynative():
-        net, _ = load_network(ckpt)
-        actual = net(ms.Tensor(inputs)).asnumpy()
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
-
-
-def _convert_and_check(src, dst, capsys) -> None:
-    """`shufflenet convert` with its comparison; the relative difference it printed is small too."""
-    assert convert_main([str(src), str(dst), "--check-size", str(SIZE)]) == 0
-    printed = re.search(r"\(relative ([^)]+)\)", capsys.readouterr().out)
-    assert printed and float(printed[1]) <= RELATIVE, printed
-
-
 @pytest.mark.parametrize("publisher", list(PUBLISHERS))
 @pytest.mark.parametrize("name", list(WIDTHS))
 def test_v2_import_matches_the_publishers_network(tmp_path, capsys, publisher, name):
     model, src = _publish(tmp_path, publisher, WIDTHS[name])
     dst = tmp_path / "converted.ckpt"
-    _convert_and_check(src, dst, capsys)
+    convert_and_check(src, dst, capsys, SIZE, RELATIVE)
     *_, options, preprocessing = PUBLISHERS[publisher]
-    assert _compare(model, dst, preprocessing) <= RELATIVE
+    assert relative_logit_difference(SIZE, model, dst, preprocessing) <= RELATIVE
     _, description = load_network(dst)
     assert (description.model, description.options, description.preprocessing, description.num_classes) == \
         (name, options, preprocessing, CLASSES)
@@ -113,8 +92,8 @@ def test_v2_plus_import_matches_megviis_network(tmp_path, capsys, size):
     model = randomise_torch(torch_megvii.build_megvii_shufflenet_v2_plus(size, CLASSES), gain=1.0)
     src, dst = tmp_path / f"ShuffleNetV2+.{size.capitalize()}.pth.tar", tmp_path / "converted.ckpt"
     torch.save(torch_megvii.megvii_checkpoint(model), src)
-    _convert_and_check(src, dst, capsys)
-    assert _compare(model, dst, "megvii") <= RELATIVE
+    convert_and_check(src, dst, capsys, SIZE, RELATIVE)
+    assert relative_logit_difference(SIZE, model, dst, "megvii") <= RELATIVE
     _, description = load_network(dst)
     assert (description.model, description.options, description.preprocessing, description.num_classes) == \
         (f"shufflenet_v2_plus_{size}", {}, "megvii", CLASSES)
@@ -130,7 +109,7 @@ def test_the_comparison_catches_a_wrong_shuffle(tmp_path, monkeypatch, capsys, p
     assert "differs from the PyTorch network beyond" in capsys.readouterr().err
     assert not (tmp_path / "checked.ckpt").exists()
     convert_file(src, tmp_path / "wrong.ckpt")
-    assert _compare(model, tmp_path / "wrong.ckpt", PUBLISHERS[publisher][-1]) > 1e-2
+    assert relative_logit_difference(SIZE, model, tmp_path / "wrong.ckpt", PUBLISHERS[publisher][-1]) > 1e-2
 
 
 def _zoo_checkpoint(tmp_path):
@@ -150,7 +129,7 @@ def _zoo_checkpoint(tmp_path):
 def test_zoo_checkpoint_loads_directly_and_imports_with_identical_outputs(tmp_path, capsys):
     zoo_net, src = _zoo_checkpoint(tmp_path)
     inputs = ms.Tensor(probe_batch(2, SIZE, get_preprocessing("imagenet"), seed=4))
-    with _pynative():
+    with pynative():
         expected = zoo_net(inputs).asnumpy()
         net, description = load_network(src)  # renamed in memory
         np.testing.assert_array_equal(net(inputs).asnumpy(), expected)
@@ -160,7 +139,7 @@ def test_zoo_checkpoint_loads_directly_and_imports_with_identical_outputs(tmp_pa
     dst = tmp_path / "imported.ckpt"
     assert convert_main([str(src), str(dst)]) == 0  # no --source: recognised from the names
     assert "from mindspore weights" in capsys.readouterr().out
-    with _pynative():
+    with pynative():
         imported, description = load_network(dst)
         np.testing.assert_array_equal(imported(inputs).asnumpy(), expected)
     assert description.options == zoo.OPTIONS
@@ -186,28 +165,20 @@ def test_entries_of_no_layer_are_refused_by_name(tmp_path, capsys, publisher, ex
     assert not (tmp_path / "out.ckpt").exists()
 
 
-def _names(module) -> dict:
-    return dict.fromkeys(module.state_dict())
-
-
-def _ms_names(name: str, renamed: dict | None = None, **options) -> dict:
-    net = create_model(name, num_classes=CLASSES, **options)
-    return dict.fromkeys((renamed or {}).get(p.name, p.name) for p in net.get_parameters())
-
-
 def test_each_publishers_names_pick_its_lineage():
     """V2's signatures fit neither V1's files nor each other's, whatever the order of `LINEAGES`."""
     files = {
-        "torchvision": (_names(torch_tv.build_torchvision_shufflenet_v2(1.0)), torchvision.LINEAGE),
-        "megvii v2": (_names(torch_megvii.build_megvii_shufflenet_v2(1.0)), megvii.LINEAGE),
-        "megvii v2+": (_names(torch_megvii.build_megvii_shufflenet_v2_plus("small")), megvii.LINEAGE_PLUS),
-        "mindcv v2": (_ms_names("shufflenet_v2_x1_0", **mindcv.OPTIONS), mindcv.LINEAGE),
-        "zoo v2": (_ms_names("shufflenet_v2_x1_0", {"classifier.weight": "classifier.0.weight"},
-                             **zoo.OPTIONS), zoo.LINEAGE),
-        "megvii v1": (_names(torch_v1.build_megvii_shufflenet_v1(3, 0.5)), v1_megvii.LINEAGE),
-        "zoo v1": (_ms_names("shufflenet_v1_g3_x0_5", group_conv="split"), v1_zoo.LINEAGE),
-        "mindcv v1 main": (_ms_names("shufflenet_v1_g3_x0_5", group_conv="split", classifier_bias=False),
-                           v1_mindcv.LINEAGE_SPLIT),
+        "torchvision": (torch_names(torch_tv.build_torchvision_shufflenet_v2(1.0)), torchvision.LINEAGE),
+        "megvii v2": (torch_names(torch_megvii.build_megvii_shufflenet_v2(1.0)), megvii.LINEAGE),
+        "megvii v2+": (torch_names(torch_megvii.build_megvii_shufflenet_v2_plus("small")),
+                       megvii.LINEAGE_PLUS),
+        "mindcv v2": (mindspore_names("shufflenet_v2_x1_0", **mindcv.OPTIONS), mindcv.LINEAGE),
+        "zoo v2": (mindspore_names("shufflenet_v2_x1_0", {"classifier.weight": "classifier.0.weight"},
+                                   **zoo.OPTIONS), zoo.LINEAGE),
+        "megvii v1": (torch_names(torch_v1.build_megvii_shufflenet_v1(3, 0.5)), v1_megvii.LINEAGE),
+        "zoo v1": (mindspore_names("shufflenet_v1_g3_x0_5", group_conv="split"), v1_zoo.LINEAGE),
+        "mindcv v1 main": (mindspore_names("shufflenet_v1_g3_x0_5", group_conv="split",
+                                           classifier_bias=False), v1_mindcv.LINEAGE_SPLIT),
     }
     for kind, (names, expected) in files.items():
         found = [lineage for lineage in LINEAGES if lineage.matches(names)]
@@ -215,7 +186,7 @@ def test_each_publishers_names_pick_its_lineage():
         if expected.family != "shufflenet_v1":
             assert found == [expected], kind
     assert identify(files["mindcv v2"][0]) is mindcv.LINEAGE and identify(files["zoo v2"][0]) is zoo.LINEAGE
-    ours = {**_ms_names("shufflenet_v2_x1_0", classifier_bias=False), META_KEY: "{}"}
+    ours = {**mindspore_names("shufflenet_v2_x1_0", classifier_bias=False), META_KEY: "{}"}
     assert identify(ours) is None
     assert guess_origins(Path("w.pth")) == guess_origins(Path("w.pth.tar")) == \
         ("megvii", "torchvision", "timm")

@@ -6,7 +6,7 @@ from collections import Counter
 import mindspore.dataset as ds
 import numpy as np
 import pytest
-from conftest import batches, make_image_folder
+from conftest import batches, make_image_folder, write_cifar
 from PIL import Image
 
 from shufflenet.data import (
@@ -18,7 +18,7 @@ from shufflenet.data import (
     open_source,
     shard_order,
 )
-from shufflenet.data.sources import CIFAR10_FILES, CIFAR10_RECORD, CIFAR10_RECORDS_PER_FILE
+from shufflenet.data.sources import CIFAR10_RECORD
 
 
 def labels_of(dataset):
@@ -123,22 +123,9 @@ def test_megvii_convention_feeds_bgr_pixels_in_0_255(tmp_path):
                                rtol=1e-5)
 
 
-def _write_cifar(root, skip=(), truncate=(), extra=()):
-    rng = np.random.default_rng(0)
-    root.mkdir(exist_ok=True)
-    for name in CIFAR10_FILES["train"] + CIFAR10_FILES["val"] + list(extra):
-        if name in skip:
-            continue
-        records = rng.integers(0, 256, (CIFAR10_RECORDS_PER_FILE, CIFAR10_RECORD), dtype=np.uint8)
-        records[:, 0] = rng.integers(0, 10, CIFAR10_RECORDS_PER_FILE)
-        data = records.tobytes()
-        (root / name).write_bytes(data[:-100] if name in truncate else data)
-    return root
-
-
 @pytest.fixture(scope="module")
 def cifar_root(tmp_path_factory):
-    return _write_cifar(tmp_path_factory.mktemp("cifar"))
+    return write_cifar(tmp_path_factory.mktemp("cifar"))
 
 
 def test_cifar10_binary_layout_and_tutorial_recipe(cifar_root):
@@ -159,7 +146,7 @@ def test_cifar10_binary_layout_and_tutorial_recipe(cifar_root):
     ({"extra": ["data_batch_6.bin"]}, r"unexpected batch file\(s\) \['data_batch_6.bin'\]"),
 ])
 def test_cifar10_damage_is_refused_before_training(tmp_path, problem, message):
-    root = _write_cifar(tmp_path / "cifar", **problem)
+    root = write_cifar(tmp_path / "cifar", **problem)
     with pytest.raises(DataError, match=message):
         open_source("cifar10", str(root), "train")
 

@@ -8,9 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import FAMILY_MODELS, fill_deterministic
+from conftest import FAMILY_MODELS, fill_deterministic, run
 from PIL import Image
-from test_faults import run
 
 from shufflenet.models import META_KEY, classes_in, create_model, describe, head_prefix, list_families
 from shufflenet.utils.checkpoint import read_checkpoint, save_checkpoint

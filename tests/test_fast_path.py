@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shufflenet import bench
 from shufflenet.cli import benchmark
 from shufflenet.utils.cpu import ONEDNN_ISA_ENV, set_mindspore_threads, set_onednn_isa
 
@@ -88,12 +89,12 @@ def test_thread_count_must_be_positive():
 
 def test_worker_protocol_and_side_by_side_ratios(tmp_path):
     gemm = {"kind": "gemm", "gemm_size": 64, "batch": 1, "mode": "infer"}
-    results = benchmark.run_workload({"A": gemm, benchmark.PEER: gemm}, rounds=2, steps=3,
-                                     log_dir=str(tmp_path))
+    results = bench.run_workload({"A": gemm, bench.PEER: gemm}, rounds=2, steps=3,
+                                 log_dir=str(tmp_path))
     for result in results:
         assert not result.error and len(result.times) == 6 and len(result.ratios) == 2
         assert result.peak_rss_mb > 0 and result.first_step_s > 0
-    row = benchmark.summarise(results[0], macs=1000, gemm_gflops=100.0)
+    row = bench.summarise(results[0], macs=1000, gemm_gflops=100.0)
     assert row["images_per_s"] > 0 and row["vs_pytorch"] > 0
     json.dumps(row)
 
@@ -122,18 +123,19 @@ def test_vs_pytorch_is_pytorchs_time_over_ours_in_the_same_round(tmp_path, monke
     rounds, PyTorch 0.4, 0.2, 0.9 s (each round's first, 50 s step untimed): ratios 4, 2, 3,
     median 3. The inverse (1/3), medians of all steps (0.4 / 0.1 = 4) or the untimed steps
     counted would give another number."""
-    monkeypatch.setattr(benchmark, "Worker", FakeWorker)
+    from shufflenet.bench import runner
+
+    monkeypatch.setattr(runner, "Worker", FakeWorker)
     spec = {"batch": 8, "mode": "infer", "model": "m", "image_size": 32}
     ours = [[50.0, 0.1, 0.1], [50.0, 0.1, 0.1], [50.0, 0.3, 0.3]]
     theirs = [[50.0, 0.4, 0.4], [50.0, 0.2, 0.2], [50.0, 0.9, 0.9]]
-    results = benchmark.run_workload({"ours": {**spec, "rounds": ours},
-                                      benchmark.PEER: {**spec, "rounds": theirs}},
-                                     rounds=3, steps=2, log_dir=str(tmp_path))
+    results = bench.run_workload({"ours": {**spec, "rounds": ours}, bench.PEER: {**spec, "rounds": theirs}},
+                                 rounds=3, steps=2, log_dir=str(tmp_path))
     assert results[0].ratios == pytest.approx([4.0, 2.0, 3.0])
-    row = benchmark.summarise(results[0], macs=1000, gemm_gflops=100.0)
+    row = bench.summarise(results[0], macs=1000, gemm_gflops=100.0)
     assert row["vs_pytorch"] == pytest.approx(3.0)
     assert row["images_per_s"] == pytest.approx(8 / 0.1)  # batch over the median timed step
-    assert benchmark.summarise(results[1], 1000, 100.0)["vs_pytorch"] == pytest.approx(1.0)
+    assert bench.summarise(results[1], 1000, 100.0)["vs_pytorch"] == pytest.approx(1.0)
     machine = {"cpu": "c", "logical_cpus": 2, "threads": 2, "mindspore": "m", "torch": "t",
                "gemm_gflops": 100.0, "load_average_start": [0.0], "load_average_end": [0.0]}
     assert "| 80.0 | 3.00x |" in benchmark.format_markdown([row], machine)
@@ -141,17 +143,17 @@ def test_vs_pytorch_is_pytorchs_time_over_ours_in_the_same_round(tmp_path, monke
 
 def test_failing_worker_is_reported_not_raised(tmp_path):
     broken = {"kind": "mindspore", "model": "no_such_model", "mode": "infer", "threads": 1, "num_classes": 10}
-    (result,) = benchmark.run_workload({"broken": broken}, 1, 1, str(tmp_path))
+    (result,) = bench.run_workload({"broken": broken}, 1, 1, str(tmp_path))
     assert "unknown model" in result.error and not result.times
 
 
 def test_contenders_of_a_workload():
-    train = benchmark.workload_contenders("shufflenet_v1_g3_x1_0", 224, 16, "train", 2)
-    assert list(train) == ["MindSpore graph", "MindSpore graph, MindSpore's kernels", benchmark.PEER]
-    assert train["MindSpore graph"]["isa"] == "AVX2" and train[benchmark.PEER]["isa"] == "default"
+    train = bench.workload_contenders("shufflenet_v1_g3_x1_0", 224, 16, "train", 2)
+    assert list(train) == ["MindSpore graph", "MindSpore graph, MindSpore's kernels", bench.PEER]
+    assert train["MindSpore graph"]["isa"] == "AVX2" and train[bench.PEER]["isa"] == "default"
     assert train["MindSpore graph"]["cpu_kernels"] and "cpu_kernels" not in train[
         "MindSpore graph, MindSpore's kernels"]
-    infer = benchmark.workload_contenders("shufflenet_v1_g3_x1_0", 224, 1, "infer", 2, variants=True)
+    infer = bench.workload_contenders("shufflenet_v1_g3_x1_0", 224, 1, "infer", 2, variants=True)
     assert "MindSpore MINDIR, BN folded" in infer and "MindSpore graph, jit_level O2" not in infer
     assert {"ONNX Runtime (our ONNX export)", "ONNX Runtime, BN folded"} <= set(infer)
     assert not any("ONNX" in label for label in train)
@@ -163,7 +165,7 @@ def test_exported_contenders_compute_the_networks_logits():
     """The benchmark's ONNX Runtime and MINDIR rows time the export of the same network."""
     import mindspore as ms
 
-    from shufflenet.cli import benchmark_worker as timing
+    from shufflenet.bench import worker as timing
 
     spec = {"model": "shufflenet_v1_g3_x0_25", "image_size": 32, "batch": 2, "mode": "infer", "threads": 0,
             "num_classes": 10}

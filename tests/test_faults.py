@@ -10,35 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image_folder, small_mount
+from conftest import REPO, make_image_folder, one_line_error, run, small_mount, write_cifar
 from PIL import Image
 
 from shufflenet.engine.run_folder import EXPORT_SIDECAR, FINAL_EMA_CHECKPOINT, RUN_FILES
 from shufflenet.utils.checkpoint import CheckpointError, read_checkpoint
 from shufflenet.utils.files import sha256_file
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "shufflenet_v1_g3_x0_25", "--image-size", "32", "--batch-size", "6", "--lr", "0.01",
         "--num-workers", "1", "--log-interval", "5", "--epochs", "1"]
-
-
-def run(*args, timeout=600, **kwargs):
-    """A command as a user types it: `train.py ...`, `eval.py ...` or `shufflenet ...`."""
-    first, *rest = map(str, args)
-    command = [sys.executable, str(REPO / first)] if first.endswith(".py") else [
-        sys.executable, "-m", "shufflenet", first]
-    return subprocess.run([*command, *rest], capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-def one_line_error(result, *fragments):
-    """Exit 1, one line on stderr (after MindSpore's own warnings) holding every fragment."""
-    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [ln for ln in result.stderr.splitlines() if "error:" in ln]
-    assert len(lines) == 1, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -256,9 +236,8 @@ def test_a_closed_stdout_does_not_stop_training(data, tmp_path):
 
 
 def test_cifar10_labels_outside_0_to_9_are_refused_when_opened(tmp_path):
-    from test_data import _write_cifar
 
-    root = _write_cifar(tmp_path / "cifar")
+    root = write_cifar(tmp_path / "cifar")
     batch = root / "data_batch_2.bin"
     data = bytearray(batch.read_bytes())
     data[3073 * 17] = 12

@@ -8,16 +8,14 @@ weights split by hand into `convs.{k}`, the layout of mindcv main's `GroupConv`.
 import mindspore as ms
 import numpy as np
 import pytest
-from conftest import fill_deterministic, make_image_folder
+from conftest import make_image_folder, publish_mindcv, relative_difference
 
 from shufflenet.cli.convert import main as convert_main
 from shufflenet.cli.export import main as export_main
 from shufflenet.cli.predict import main as predict_main
-from shufflenet.data.presets import get_preprocessing
 from shufflenet.engine.config import Config
 from shufflenet.engine.context import Ranks
 from shufflenet.engine.trainer import build_run
-from shufflenet.export import probe_batch
 from shufflenet.inference import load_network, read_sidecar
 from shufflenet.lineages import convert_file, identify
 from shufflenet.lineages import shufflenet_v1_mindcv as lineage
@@ -37,18 +35,6 @@ RELATIVE = 1e-5
 MINDCV_OPTIONS = {"pool_padding": "same", "classifier_bias": False}
 
 
-def _training_state(net) -> list[dict]:
-    """What mindcv's training network adds to a checkpoint: Adam slots, EMA copies, counters."""
-    entries = []
-    for param in net.trainable_params():
-        for prefix in ("adam_m", "adam_v", "ema"):
-            entries.append({"name": f"{prefix}.{param.name}", "data": param.data * 0.5 + 1.0})
-    counters = {"global_step": np.array([1000], np.int32), "beta1_power": np.array([0.9], np.float32),
-                "learning_rate": np.array([0.1], np.float32), "scale_sense": np.array(1024.0, np.float32)}
-    entries += [{"name": name, "data": ms.Tensor(value)} for name, value in counters.items()]
-    return entries
-
-
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """name -> (mindcv network, its 0.3.0-layout checkpoint, its logits on a probe batch).
@@ -57,27 +43,6 @@ def published(tmp_path_factory):
     published checkpoints may; the rest are the bare `parameters_dict()`.
     """
     return publish_mindcv(mindcv, VARIANTS, tmp_path_factory.mktemp("mindcv"))
-
-
-def publish_mindcv(module, names, folder) -> tuple[ms.Tensor, dict]:
-    """mindcv's networks `names` of `module`, randomised, saved as mindcv saves them (every
-    other file with training state), and their logits on one probe batch."""
-    inputs = ms.Tensor(probe_batch(2, SIZE, get_preprocessing("imagenet"), seed=3))
-    files = {}
-    for i, name in enumerate(names):
-        net = getattr(module, name)(num_classes=CLASSES)
-        fill_deterministic(net, i)
-        net.set_train(False)
-        entries = [{"name": p.name, "data": p.data} for p in net.get_parameters()]
-        path = folder / f"{name}.ckpt"
-        ms.save_checkpoint(entries + (_training_state(net) if i % 2 == 0 else []), str(path),
-                           append_dict={"epoch_num": 300, "step_num": 750600})
-        files[name] = (net, path, net(inputs).asnumpy())
-    return inputs, files
-
-
-def _relative(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 def _main_layout(src, dst, groups: int) -> None:
@@ -109,7 +74,7 @@ def test_every_mindcv_model_converts_and_matches_mindcv(published, tmp_path, cap
         (VARIANTS[name], MINDCV_OPTIONS, "imagenet")
     dropped = ("adam_m", "adam_v", "ema", "global_step")
     assert not any(key.split(".")[0] in dropped for key in read_checkpoint(dst))
-    assert _relative(net(inputs).asnumpy(), expected) <= RELATIVE
+    assert relative_difference(net(inputs).asnumpy(), expected) <= RELATIVE
 
 
 @pytest.mark.parametrize("name", ["shufflenet_v1_g3_10", "shufflenet_v1_g8_05"])
@@ -121,7 +86,7 @@ def test_mindcv_main_layout_loads_as_is_and_converts_to_the_same_checkpoint(publ
     assert identify(read_checkpoint(main_file)) is lineage.LINEAGE_SPLIT
     net, description = load_network(main_file)  # our names already: no conversion
     assert description.model == VARIANTS[name] and description.options["classifier_bias"] is False
-    assert _relative(net(inputs).asnumpy(), expected) <= RELATIVE
+    assert relative_difference(net(inputs).asnumpy(), expected) <= RELATIVE
 
     _, from_main, used = convert_file(main_file, tmp_path / "from_main.ckpt", origin="mindcv")
     _, from_native, _ = convert_file(src, tmp_path / "from_native.ckpt")
@@ -139,7 +104,7 @@ def test_a_mindcv_file_loads_directly_in_every_command(published, tmp_path, caps
     _, src, expected = files["shufflenet_v1_g3_05"]
     net, description = load_network(src)
     assert description.model == "shufflenet_v1_g3_x0_5" and description.options == MINDCV_OPTIONS
-    assert _relative(net(inputs).asnumpy(), expected) <= RELATIVE
+    assert relative_difference(net(inputs).asnumpy(), expected) <= RELATIVE
 
     image = make_image_folder(tmp_path / "images", classes=("a",), train=1, val=0) / "train" / "a"
     assert predict_main([str(src), str(image), "--top-k", "2"]) == 0
@@ -173,7 +138,7 @@ def test_the_comparison_catches_groups_split_in_the_wrong_order(published, tmp_p
 
     monkeypatch.setattr(lineage, "split_groups", groups_reversed)
     net, _ = load_network(convert_file(src, tmp_path / "wrong.ckpt")[0])
-    assert _relative(net(inputs).asnumpy(), expected) > 1e-2
+    assert relative_difference(net(inputs).asnumpy(), expected) > 1e-2
 
 
 def test_foreign_files_get_one_line_about_the_missing_crc(published, tmp_path, capfd):

@@ -13,7 +13,7 @@ import importlib
 import mindspore as ms
 import numpy as np
 import pytest
-from test_mindcv import _relative, publish_mindcv
+from conftest import publish_mindcv, relative_difference
 
 from shufflenet.cli.convert import main as convert_main
 from shufflenet.inference import load_network
@@ -86,7 +86,7 @@ def test_every_mindcv_file_loads_directly_and_matches_mindcv(published, family, 
     assert (loaded.model, loaded.options) == (ours, options)
     if not lineage.renames:
         assert describe_checkpoint(params, source=str(src)) == loaded  # recognised from the shapes
-    assert _relative(net(inputs).asnumpy(), expected) <= RELATIVE
+    assert relative_difference(net(inputs).asnumpy(), expected) <= RELATIVE
 
 
 @pytest.mark.parametrize("family,theirs,ours", CASES)
@@ -104,4 +104,4 @@ def test_every_mindcv_file_converts_and_matches_mindcv(published, tmp_path, caps
     if not FAMILIES[family][3].renames:
         for param in net.get_parameters():
             np.testing.assert_array_equal(converted[param.name].asnumpy(), source[param.name].asnumpy())
-    assert _relative(net(inputs).asnumpy(), expected) <= RELATIVE
+    assert relative_difference(net(inputs).asnumpy(), expected) <= RELATIVE

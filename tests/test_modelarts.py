@@ -1,59 +1,14 @@
 """ModelArts jobs with a stand-in `moxing` that copies between local folders."""
-import os
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder
+from conftest import make_image_folder, run_job
 
 from shufflenet.engine.config import Config
 from shufflenet.engine.modelarts import DONE, modelarts_session, sync_inputs, wait_for_marker
-
-REPO = Path(__file__).resolve().parents[1]
-FAKE_MOXING = '''
-import shutil
-from pathlib import Path
-
-
-def _local(path):  # obs:///tmp/x -> /tmp/x: the "bucket" is the local file system
-    return path.split("://", 1)[1] if "://" in path else path
-
-
-class file:  # the two calls of moxing.file the project uses
-    @staticmethod
-    def copy_parallel(src, dst):
-        shutil.copytree(_local(src), _local(dst), dirs_exist_ok=True)  # merges, as moxing does
-
-    @staticmethod
-    def copy(src, dst):
-        Path(_local(dst)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(_local(src), _local(dst))
-'''
-
-
-def obs(path) -> str:
-    """The fake OBS URL of a local path."""
-    return f"obs://{Path(path).resolve()}"
-
-
-@pytest.fixture()
-def moxing_path(tmp_path):
-    folder = tmp_path / "site"
-    (folder / "moxing").mkdir(parents=True)
-    (folder / "moxing" / "__init__.py").write_text(FAKE_MOXING)
-    return folder
-
-
-def run_job(moxing_path, data, obs_out, cache, *extra):
-    env = {**os.environ, "PYTHONPATH": f"{moxing_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    args = ["--enable-modelarts", "--data-url", obs(data), "--train-url", obs(obs_out), "--cache-dir", cache,
-            "--model", "shufflenet_v1_g3_x0_25", "--image-size", "32", "--batch-size", "6",
-            "--epochs", "1", "--num-workers", "1", "--no-export", "--lr", "0.01", *extra]
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def test_job_trains_on_the_cache_and_uploads_its_outputs(moxing_path, tmp_path):

@@ -17,10 +17,8 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 import pytest
-from conftest import fill_deterministic, make_image_folder
+from conftest import fill_deterministic, make_image_folder, obs, one_line_error, run, run_job
 from PIL import Image
-from test_faults import one_line_error, run
-from test_modelarts import moxing_path, obs, run_job  # noqa: F401  (moxing_path is a fixture)
 
 from shufflenet.data import images as image_module
 from shufflenet.data.images import MAX_PIXELS, load_image, to_rgb
@@ -325,7 +323,7 @@ def test_pytorch_files_that_are_empty_or_run_code_are_named_as_such(tmp_path):
 
 # 5. ModelArts copies only OBS locations, into a folder of the job's own, checked when asked.
 
-def test_modelarts_trains_on_its_own_copy_of_a_checked_checkpoint(moxing_path, tmp_path):  # noqa: F811
+def test_modelarts_trains_on_its_own_copy_of_a_checked_checkpoint(moxing_path, tmp_path):
     data = make_image_folder(tmp_path / "bucket" / "data", train=6, val=2)
     net = create_model(MODEL, num_classes=3)
     start = save_checkpoint(net, tmp_path / "bucket" / "start.ckpt",

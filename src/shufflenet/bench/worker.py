@@ -1,4 +1,4 @@
-"""One benchmark contender in its own process: `python -m shufflenet.cli.benchmark_worker SPEC_JSON`.
+"""One benchmark contender in its own process: `python -m shufflenet.bench.worker SPEC_JSON`.
 
 Each contender (MindSpore graph mode, the exported MINDIR through `nn.GraphCell`, PyTorch eager,
 or a fp32 GEMM) runs in a worker process of its own so that its environment (oneDNN's
