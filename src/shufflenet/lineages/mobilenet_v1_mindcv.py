@@ -5,7 +5,8 @@ mindcv builds the paper's network (ReLU, a classifier with a bias) under the nam
 `classifier`. Its files load as they are (`models.mobilenet_v1` recognises the width from the
 shapes); its published checkpoints have 1001 classes, which the description records: mindcv
 trains them on labels 0..999, so the last logit is never a target (its `load_pretrained` keeps
-rows [:1000] when asked for 1000 classes; `create_model(..., num_classes=1000)` re-initialises). Importing drops the training state mindcv saves alongside.
+rows [:1000] when asked for 1000 classes; `create_model(..., num_classes=1000)` re-initialises).
+Importing drops the training state mindcv saves alongside.
 """
 from __future__ import annotations
 
