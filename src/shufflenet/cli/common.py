@@ -108,8 +108,7 @@ def weights_checkpoint(args: argparse.Namespace) -> str:
     if not args.model:
         raise ValueError(f"--weights {args.weights} names published weights: pass --model NAME with it "
                          "(see `shufflenet weights`)")
-    return str(fetch_weights(args.model, True if args.weights == "default" else args.weights,
-                             args.weights_table))
+    return str(fetch_weights(args.model, args.weights, args.weights_table))
 
 
 def given_options(args: argparse.Namespace) -> dict:

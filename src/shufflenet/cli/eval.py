@@ -87,8 +87,7 @@ def published_scores(args: argparse.Namespace) -> dict:
         return {}
     from ..pretrained import find_entry, weight_table
 
-    entry = find_entry(args.model, True if args.weights == "default" else args.weights,
-                       weight_table(args.weights_table))
+    entry = find_entry(args.model, args.weights, weight_table(args.weights_table))
     return {"weights": entry.name, "published_top1": entry.top1, "published_top5": entry.top5}
 
 

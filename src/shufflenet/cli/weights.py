@@ -124,7 +124,7 @@ def download(args: argparse.Namespace) -> None:
     if args.all == bool(args.model):
         raise ValueError("name a MODEL (and optionally a TAG), or pass --all")
     entries = ([entry for entry in table.values() if entry.direct] if args.all
-               else [find_entry(args.model, True if args.tag == "default" else args.tag, table)])
+               else [find_entry(args.model, args.tag, table)])
     for entry in entries:
         print(f"{entry.name}: {fetch_checkpoint(entry)}", flush=True)
 
