@@ -44,7 +44,7 @@ setup(
         # safetensors writes the timm-style test files our own reader must read.
         # mindcv 0.3.0 is the reference network of its checkpoints (tests/test_mindcv*.py); it
         # needs only numpy, PyYAML and tqdm, so it installs beside the pinned stack.
-        # import-linter checks the layer contract in .importlinter (`lint-imports` in .ci/run).
+        # import-linter checks the layer contract in tests/importlinter.ini (`lint-imports` in .ci/run).
         "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "import-linter>=2.16", "torch==2.13.0",
                  "onnx", "onnxruntime", "safetensors", "opencv-python-headless>=4.8,<4.12",
                  "mindcv==0.3.0"],
