@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 import pytest
+
+from shufflenet.engine.context import pynative_mode
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -242,6 +246,28 @@ def run(*args, timeout=600, **kwargs):
     return subprocess.run([*command, *rest], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+#: The smallest train.py run of the suite (ShuffleNetV1 0.25x at 32 px): commands whose subject
+#: is the training loop, not a family.
+TINY = ["--model", "shufflenet_v1_g3_x0_25", "--image-size", "32", "--batch-size", "6", "--lr", "0.01",
+        "--num-workers", "1", "--log-interval", "5"]
+
+
+def interrupted_train(args, at: Path, sig: signal.Signals, timeout: float = 300) -> tuple[int, str]:
+    """train.py `args` in a subprocess, sent `sig` as soon as the file `at` appears (a user's
+    Ctrl-C, a scheduler's SIGTERM, the OOM killer's SIGKILL): its exit code and stderr."""
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while not at.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"train.py ended before {at.name} appeared: {proc.communicate()[1][-2000:]}")
+        assert time.time() < deadline, f"no {at.name} after {timeout} s"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
 def one_line_error(result, *fragments):
     """Exit 1, one line on stderr (after MindSpore's own warnings) holding every fragment."""
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
@@ -312,16 +338,6 @@ def write_cifar(root, skip=(), truncate=(), extra=()):
     return root
 
 
-@contextlib.contextmanager
-def pynative():
-    """PyNative mode for a block: comparisons of many networks compile no graph per network."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        yield
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
-
-
 def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
     """Largest |actual - expected| relative to the largest |expected|."""
     return float(np.abs(actual - expected).max() / np.abs(expected).max())
@@ -338,7 +354,7 @@ def relative_logit_difference(size: int, model, ckpt, preprocessing: str) -> flo
     inputs = probe_batch(2, size, get_preprocessing(preprocessing), seed=3)
     with torch.no_grad():
         expected = model(torch.from_numpy(inputs)).numpy()
-    with pynative():
+    with pynative_mode():
         net, _ = load_network(ckpt)
         actual = net(ms.Tensor(inputs)).asnumpy()
     return relative_difference(actual, expected)
@@ -354,6 +370,16 @@ def convert_and_check(src, dst, capsys, size: int, relative: float) -> None:
     assert convert_main([str(src), str(dst), "--check-size", str(size)]) == 0
     printed = re.search(r"\(relative ([^)]+)\)", capsys.readouterr().out)
     assert printed and float(printed[1]) <= relative, printed
+
+
+def lineage_preprocessing(lineage, model: str) -> str:
+    """The input convention a lineage's module gives its converted weights (else the model's)."""
+    import shufflenet.lineages as package
+    from shufflenet.models import model_entry
+
+    module = next(module for module in vars(package).values()
+                  if isinstance(module, type(package)) and lineage in vars(module).values())
+    return getattr(module, "PREPROCESSING", model_entry(model).preprocessing)
 
 
 def torch_names(module) -> dict:

@@ -13,6 +13,7 @@ import yaml
 from conftest import FAMILY_MODELS, fill_deterministic, image_batch
 
 import shufflenet
+from shufflenet.engine.context import pynative_mode
 from shufflenet.models import (
     META_KEY,
     create_model,
@@ -43,9 +44,8 @@ UNBUILT = {
 @pytest.fixture(scope="module", autouse=True)
 def pynative():
     """One eager run per model instead of one graph compiled per model and size."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.GRAPH_MODE)
+    with pynative_mode():
+        yield
 
 
 def maps(net, size: int, batch: int = 1) -> list[np.ndarray]:

@@ -36,6 +36,7 @@ from shufflenet.models import describe, model_arch, model_entry
 torch = pytest.importorskip("torch")
 from conftest import (  # noqa: E402  (after the skip: they are only used with torch)
     convert_and_check,
+    lineage_preprocessing,
     mindspore_names,
     randomise_torch,
     relative_logit_difference,
@@ -83,8 +84,7 @@ def test_import_matches_the_publishers_network(tmp_path, family, name):
     model, src = _publish(tmp_path, family, name)
     dst, description, lineage = convert_file(src, tmp_path / "converted.ckpt")
     assert lineage is PUBLISHERS[family][3]
-    # timm evaluates its MobileNetV1 with Inception statistics; the others as our models default.
-    preprocessing = "timm_mobilenet_v1" if family == "mobilenet_v1" else model_entry(name).preprocessing
+    preprocessing = lineage_preprocessing(lineage, name)  # timm's MobileNetV1: Inception statistics
     assert relative_logit_difference(SIZE, model, dst, preprocessing) <= RELATIVE
     assert (description.model, description.options, description.preprocessing, description.num_classes) == \
         (name, PUBLISHERS[family][2], preprocessing, CLASSES)

@@ -18,7 +18,6 @@ from conftest import (
     convert_and_check,
     fill_deterministic,
     mindspore_names,
-    pynative,
     randomise_torch,
     relative_logit_difference,
     torch_names,
@@ -26,6 +25,7 @@ from conftest import (
 
 from shufflenet.cli.convert import main as convert_main
 from shufflenet.data.presets import get_preprocessing
+from shufflenet.engine.context import pynative_mode
 from shufflenet.export import probe_batch
 from shufflenet.inference import load_network
 from shufflenet.lineages import LINEAGES, convert_file, guess_origins, identify, torch_reference
@@ -129,7 +129,7 @@ def _zoo_checkpoint(tmp_path):
 def test_zoo_checkpoint_loads_directly_and_imports_with_identical_outputs(tmp_path, capsys):
     zoo_net, src = _zoo_checkpoint(tmp_path)
     inputs = ms.Tensor(probe_batch(2, SIZE, get_preprocessing("imagenet"), seed=4))
-    with pynative():
+    with pynative_mode():
         expected = zoo_net(inputs).asnumpy()
         net, description = load_network(src)  # renamed in memory
         np.testing.assert_array_equal(net(inputs).asnumpy(), expected)
@@ -139,7 +139,7 @@ def test_zoo_checkpoint_loads_directly_and_imports_with_identical_outputs(tmp_pa
     dst = tmp_path / "imported.ckpt"
     assert convert_main([str(src), str(dst)]) == 0  # no --source: recognised from the names
     assert "from mindspore weights" in capsys.readouterr().out
-    with pynative():
+    with pynative_mode():
         imported, description = load_network(dst)
         np.testing.assert_array_equal(imported(inputs).asnumpy(), expected)
     assert description.options == zoo.OPTIONS

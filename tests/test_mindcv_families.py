@@ -10,12 +10,12 @@ mode).
 """
 import importlib
 
-import mindspore as ms
 import numpy as np
 import pytest
 from conftest import publish_mindcv, relative_difference
 
 from shufflenet.cli.convert import main as convert_main
+from shufflenet.engine.context import pynative_mode
 from shufflenet.inference import load_network
 from shufflenet.lineages import (
     identify,
@@ -59,9 +59,8 @@ CASES = [(family, theirs, ours)
 
 @pytest.fixture(scope="module", autouse=True)
 def _pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.GRAPH_MODE)
+    with pynative_mode():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -125,3 +125,20 @@ def test_list_images_walks_folders_and_rejects_missing_paths(images):
     assert list_images([folder]) == sorted([*paths, folder / "notes.txt"])
     with pytest.raises(ValueError, match="does not exist"):
         list_images([folder / "nope.png"])
+
+
+def test_a_networks_short_batch_reuses_its_compiled_graph():
+    """An evaluation's last, short batch is padded to the batch the graph was compiled for (no
+    second compile), and the padding changes no image's logits (inference BatchNorm is per image)."""
+    from shufflenet.inference.predictor import from_network
+    from shufflenet.models import describe
+
+    net = create_model("shufflenet_v1_g3_x0_25", num_classes=4)
+    fill_deterministic(net)
+    predictor = from_network(net, describe("shufflenet_v1_g3_x0_25", 4))
+    fed, run = [], predictor.run
+    predictor.run = lambda images: fed.append(len(images)) or run(images)
+    images = probe_batch(6, 32, get_preprocessing("imagenet"), seed=1)
+    full, short = predictor(images), predictor(images[:4])
+    assert fed == [6, 6] and short.shape == (4, 4)
+    np.testing.assert_allclose(short, full[:4], rtol=1e-6, atol=1e-6)

@@ -13,10 +13,14 @@ import mindspore as ms
 import numpy as np
 import pytest
 import yaml
-from conftest import fill_deterministic, randomise_torch, small_mount
+from conftest import fill_deterministic, lineage_preprocessing, randomise_torch, small_mount
+from PIL import Image
 
 import shufflenet
 from shufflenet.cli.convert import main as convert_main
+from shufflenet.cli.eval import main as eval_main
+from shufflenet.cli.export import main as export_main
+from shufflenet.cli.predict import main as predict_main
 from shufflenet.cli.weights import main as weights_main
 from shufflenet.data.presets import probe_batch
 from shufflenet.inference import load_network
@@ -160,6 +164,17 @@ def test_network_faults_are_one_line(mirror, tmp_path, monkeypatch, capsys, faul
     assert weights_main(["download", OWN_MODEL, "team", "--weights-table", str(table)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0] and "/team/own.ckpt" in err[0], err
+
+
+@pytest.mark.parametrize("main, extra", [(eval_main, ["--data-path", "."]), (export_main, []),
+                                        (predict_main, ["image.png"])], ids=["eval", "export", "predict"])
+def test_a_weights_tag_without_a_model_is_one_line(home, tmp_path, monkeypatch, capsys, main, extra):
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (8, 8)).save("image.png")
+    assert main(["--weights", "torchvision", *extra]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'torchvision'" in err[0] and "pass --model NAME" in err[0], err
+    assert not list(home.rglob("*.ckpt"))
 
 
 def test_a_cut_download_resumes_where_it_stopped(mirror, tmp_path, home):
@@ -391,16 +406,6 @@ def assert_in_timm(timm, entry) -> None:
     assert (list(cfg.mean), list(cfg.std)) == (evaluation["mean"], evaluation["std"]), entry.name
     assert int(cfg.input_size[-1] / cfg.crop_pct) == evaluation["resize"], entry.name
     assert cfg.input_size[-1] == evaluation["crop"], entry.name
-
-
-def lineage_preprocessing(lineage, model: str) -> str:
-    """The input convention a lineage's module gives its converted weights (else the model's)."""
-    import shufflenet.lineages as package
-    from shufflenet.models import model_entry
-
-    module = next(module for module in vars(package).values()
-                  if isinstance(module, type(package)) and lineage in vars(module).values())
-    return getattr(module, "PREPROCESSING", model_entry(model).preprocessing)
 
 
 @pytest.mark.parametrize("entry", built_in_entries(), ids=lambda entry: entry.name)

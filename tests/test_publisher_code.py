@@ -19,19 +19,18 @@ Megvii's code.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import mindspore as ms
-import numpy as np
 import pytest
-from conftest import randomise_torch
+from conftest import randomise_torch, relative_difference
 from publisher_code import import_publishers
 
 from shufflenet import list_models
 from shufflenet.data.presets import get_preprocessing
+from shufflenet.engine.context import pynative_mode
 from shufflenet.export import probe_batch
 from shufflenet.inference import load_network
 from shufflenet.lineages import (
@@ -101,20 +100,6 @@ def _publishers_network(publishers: tuple[ModuleType, ModuleType],
     return randomise_torch(build(*publishers, name), gain=1.0), lineage, file_name
 
 
-@contextlib.contextmanager
-def _pynative() -> Iterator[None]:
-    """PyNative mode: no graph compile per network."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        yield
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
-
-
-def _relative(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
-
-
 @pytest.mark.parametrize("name", CONVERTED)
 def test_converted_publishers_network_matches_ours(tmp_path: Path, publishers, name: str) -> None:
     """The publisher's network, released and converted as a user would, gives our network's logits."""
@@ -126,9 +111,9 @@ def test_converted_publishers_network_matches_ours(tmp_path: Path, publishers, n
     inputs = probe_batch(2, SIZE, get_preprocessing(description.preprocessing), seed=3)
     with torch.no_grad():
         expected = model(torch.from_numpy(inputs)).numpy()
-    with _pynative():
+    with pynative_mode():
         actual = load_network(dst)[0](ms.Tensor(inputs)).asnumpy()
-    assert _relative(actual, expected) <= RELATIVE
+    assert relative_difference(actual, expected) <= RELATIVE
 
 
 @pytest.mark.parametrize("name", ANCHORED)
@@ -139,4 +124,4 @@ def test_rebuild_matches_the_publishers_network(publishers, name: str) -> None:
     rebuild.load_state_dict(model.state_dict(), strict=True)
     inputs = torch.from_numpy(probe_batch(2, SIZE, get_preprocessing("imagenet"), seed=3))
     with torch.no_grad():
-        assert _relative(rebuild.eval()(inputs).numpy(), model(inputs).numpy()) <= REBUILD_RELATIVE
+        assert relative_difference(rebuild.eval()(inputs).numpy(), model(inputs).numpy()) <= REBUILD_RELATIVE

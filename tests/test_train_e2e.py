@@ -1,26 +1,12 @@
 """train.py and eval.py as a user runs them: in subprocesses, on tiny generated data."""
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from conftest import TINY, interrupted_train, make_image_folder, run
 
 from shufflenet.engine.run_folder import EXPORT_FILE, EXPORT_SIDECAR, RUN_FILES
 from shufflenet.utils.checkpoint import read_checkpoint
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = ["--model", "shufflenet_v1_g3_x0_25", "--image-size", "32", "--batch-size", "6",
-        "--lr", "0.01", "--num-workers", "1", "--log-interval", "5"]
-
-
-def run(script, *args, timeout=600):
-    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +54,9 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     assert written == sorted(set(RUN_FILES) - {EXPORT_FILE, EXPORT_SIDECAR})
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, args), "--output-dir",
-                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "epoch-0001.ckpt").exists() and proc.poll() is None:
-        assert time.time() < deadline, "no checkpoint after 300 s"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    code, _ = interrupted_train([*args, "--output-dir", out], out / "checkpoints" / "epoch-0001.ckpt",
+                                signal.SIGKILL)
+    assert code == -signal.SIGKILL
     assert not (out / "final.ckpt").exists(), "the run finished before it could be killed"
 
     resumed = run("train.py", *args, "--output-dir", out, "--resume", "auto")
@@ -127,16 +107,10 @@ def test_ctrl_c_leaves_a_resumable_run_that_resume_path_continues(data, tmp_path
     common = [*TINY, "--data-path", data, "--scheduler", "constant", "--warmup-epochs", "0", "--no-export",
               "--ema", "--ema-decay", "0.9"]  # a constant lr: the resumed run may set fewer epochs
     first = tmp_path / "first"
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, common), "--epochs", "200",
-                             "--eval-interval", "0", "--keep-checkpoints", "200", "--output-dir", str(first)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (first / "checkpoints" / "epoch-0003.ckpt").exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    endless = [*common, "--epochs", "200", "--eval-interval", "0", "--keep-checkpoints", "200",
+               "--output-dir", first]
+    code, err = interrupted_train(endless, first / "checkpoints" / "epoch-0003.ckpt", signal.SIGINT)
+    assert code == 130 and "Traceback" not in err, err[-2000:]
     last = sorted((first / "checkpoints").iterdir())[-1]
     assert f"train.py: interrupted: the last checkpoint is {last}; continue with --resume auto " \
            f"--output-dir {first}" in err

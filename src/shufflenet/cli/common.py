@@ -105,9 +105,6 @@ def weights_checkpoint(args: argparse.Namespace) -> str:
     """The cached checkpoint of `--weights TAG` for `--model` (fetched and converted if needed)."""
     from ..pretrained import fetch_weights
 
-    if not args.model:
-        raise ValueError(f"--weights {args.weights} names published weights: pass --model NAME with it "
-                         "(see `shufflenet weights`)")
     return str(fetch_weights(args.model, args.weights, args.weights_table))
 
 

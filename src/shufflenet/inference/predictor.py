@@ -1,8 +1,9 @@
 """One way to get logits from any model file: a network, a checkpoint, a MINDIR or an ONNX file.
 
 A `Predictor` takes batches of preprocessed images (N, 3, H, W float32 numpy) and returns their
-logits. A file exported with a fixed batch is fed in chunks of that size, the last one padded,
-here and nowhere else. Evaluation, `predict`, the benchmark and export verification all run
+logits. A file exported with a fixed batch is fed in chunks of that size, the last one padded, and a
+network's short batch is padded to the largest it was fed (one compiled graph), here and
+nowhere else. Evaluation, `predict`, the benchmark and export verification all run
 models through this module.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -36,15 +37,21 @@ class Predictor:
     preprocessing: Preprocessing
     fixed_batch: Optional[int] = None  # exported with a fixed batch: inputs are padded to it
     network: Optional[nn.Cell] = None  # for checkpoints and in-memory networks
+    #: The largest batch a network was fed: a graph-mode network compiles a graph per input
+    #: shape, so a smaller batch (an evaluation's last) is padded to it and reuses that graph.
+    largest_batch: int = field(default=0, repr=False)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(images, np.float32)
-        if self.fixed_batch is None or len(images) == self.fixed_batch:
+        batch = self.fixed_batch
+        if batch is None and self.network is not None:
+            self.largest_batch = batch = max(self.largest_batch, len(images))
+        if batch is None or len(images) == batch:
             return self.run(images)
         chunks = []
-        for start in range(0, len(images), self.fixed_batch):
-            part = images[start:start + self.fixed_batch]
-            padded = np.zeros((self.fixed_batch, *images.shape[1:]), np.float32)
+        for start in range(0, len(images), batch):
+            part = images[start:start + batch]
+            padded = np.zeros((batch, *images.shape[1:]), np.float32)
             padded[:len(part)] = part
             chunks.append(self.run(padded)[:len(part)])
         return np.concatenate(chunks)

@@ -25,9 +25,12 @@ from .table import TABLE_ENV, WeightEntry, default_tag, find_entry, read_entries
 _PATH_SUFFIXES = (".ckpt", ".pth", ".tar", ".pt", ".bin", ".safetensors")
 
 
-def fetch_weights(model: str, tag: str | bool = True, table_file: str | os.PathLike | None = None,
+def fetch_weights(model: str | None, tag: str | bool = True, table_file: str | os.PathLike | None = None,
                   progress: bool = True) -> Path:
     """The cached checkpoint of `model`'s weights `tag` (True: the model's default)."""
+    if model is None:  # a command given a tag and no --model
+        raise ValueError(f"weights {tag!r} name a table entry of a model: pass --model NAME with them "
+                         "(see `shufflenet weights`), or a checkpoint path")
     return fetch_checkpoint(find_entry(model, tag, weight_table(table_file)), progress=progress)
 
 
@@ -41,9 +44,6 @@ def resolve_weights(value: str, model: str | None, table_file: str | os.PathLike
     """A checkpoint path from a path or a tag of `model`'s published weights."""
     if not is_weights_tag(value):
         return Path(value)
-    if model is None:
-        raise ValueError(f"weights {value!r} is a tag of the weight table: pass --model NAME with it, or a "
-                         "checkpoint path")
     return fetch_weights(model, value, table_file)
 
 
