@@ -8,12 +8,11 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from conftest import REPO, make_image_folder
 from mindspore import nn
 
 import shufflenet
@@ -23,7 +22,6 @@ from shufflenet.engine.schedule import lr_schedule
 from shufflenet.kernels import use_cpu_kernels
 from shufflenet.utils.checkpoint import read_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 MODEL, BATCH, EPOCHS, LR, SEED = "shufflenet_v1_g3_x0_25", 6, 2, 0.01, 0
 

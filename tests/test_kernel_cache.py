@@ -18,14 +18,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder
+from conftest import REPO, make_image_folder
 from mindspore import ops
 
 from shufflenet.cli import main as cli_main
 from shufflenet.kernels import KernelUnavailable, kernel_library
 from shufflenet.kernels import build as kb
 
-REPO = Path(__file__).resolve().parents[1]
 OTHER, THIRD = 65534, 65533
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="making another user's files needs root")
 

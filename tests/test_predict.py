@@ -12,7 +12,8 @@ from shufflenet.data.images import list_images, load_image
 from shufflenet.data.pipeline import preprocess_image
 from shufflenet.data.presets import get_preprocessing
 from shufflenet.export import export_model, probe_batch
-from shufflenet.models import META_KEY, ModelDescription, create_model
+from shufflenet.inference.predictor import from_network
+from shufflenet.models import META_KEY, ModelDescription, create_model, describe
 from shufflenet.utils.checkpoint import save_checkpoint
 
 SIZE = 48
@@ -130,9 +131,6 @@ def test_list_images_walks_folders_and_rejects_missing_paths(images):
 def test_a_networks_short_batch_reuses_its_compiled_graph():
     """An evaluation's last, short batch is padded to the batch the graph was compiled for (no
     second compile), and the padding changes no image's logits (inference BatchNorm is per image)."""
-    from shufflenet.inference.predictor import from_network
-    from shufflenet.models import describe
-
     net = create_model("shufflenet_v1_g3_x0_25", num_classes=4)
     fill_deterministic(net)
     predictor = from_network(net, describe("shufflenet_v1_g3_x0_25", 4))

@@ -13,7 +13,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 import yaml
-from conftest import fill_deterministic, lineage_preprocessing, randomise_torch, small_mount
+from conftest import REPO, fill_deterministic, lineage_preprocessing, randomise_torch, small_mount
 from PIL import Image
 
 import shufflenet
@@ -35,7 +35,6 @@ from shufflenet.pretrained.table import built_in_entries
 from shufflenet.utils.checkpoint import save_checkpoint
 
 torch = pytest.importorskip("torch")
-REPO = Path(__file__).resolve().parents[1]
 OWN_MODEL = "shufflenet_v1_g3_x0_25"
 ENVIRONMENT = ("SHUFFLENET_HOME", "SHUFFLENET_WEIGHTS_FILE", "SHUFFLENET_OFFLINE",
                "SHUFFLENET_WEIGHTS_MIRROR", "HF_ENDPOINT")

@@ -17,7 +17,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 import pytest
-from conftest import fill_deterministic, make_image_folder, obs, one_line_error, run, run_job
+from conftest import REPO, fill_deterministic, make_image_folder, obs, one_line_error, run, run_job
 from PIL import Image
 
 from shufflenet.data import images as image_module
@@ -31,7 +31,6 @@ from shufflenet.models import META_KEY, ModelDescription, create_model
 from shufflenet.models.description import MAX_JSON_DEPTH, MAX_METADATA_BYTES, read_description
 from shufflenet.utils.checkpoint import save_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL, SIZE, CLASSES = "shufflenet_v1_g3_x0_25", 32, ["cat", "dog", "fox"]
 ESC = "\x1b"
 
